@@ -1,0 +1,1 @@
+"""A JAX/Flax research codebase: architecture x objective x scale."""

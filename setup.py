@@ -1,0 +1,33 @@
+"""Install: pip install -e .  (tests: pip install -e '.[test]')."""
+import setuptools
+
+setuptools.setup(
+    name='research',
+    version='0.1.0',
+    description=('JAX/Flax codebase for studying how architecture, objective and '
+                 'scale shape what a language model learns.'),
+    packages=setuptools.find_packages(include=['research', 'research.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.4.35,<0.13',
+        'flax>=0.10,<0.13',
+        'optax>=0.2.3,<0.3',
+        'orbax-checkpoint>=0.10,<0.13',
+        'absl-py>=2.0,<3',
+        'gin-config>=0.5,<0.6',
+        'numpy>=1.26,<3',
+        'scipy>=1.11,<2',
+        'pandas>=2.0,<4',
+        'matplotlib>=3.8,<4',
+        'tensorboardX>=2.6,<3',
+    ],
+    extras_require={
+        # torch is pinned exactly: 2.13.0 is the CPU wheel on every machine's
+        # disk; any other spec pulls a multi-GB CUDA build.
+        'test': [
+            'pytest>=8,<10',
+            'torch==2.13.0',
+            'transformers>=4.45,<6',
+        ],
+    },
+)
