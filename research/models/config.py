@@ -1,0 +1,144 @@
+"""One frozen, gin-configurable config for every Transformer family.
+
+Each field is a choice a researcher would sweep; the module code reads the
+choices through the registries in `layers.py` / `attention.py`, never through
+if/elif chains spread across files.
+"""
+import dataclasses
+from typing import Optional
+
+import gin
+
+FAMILIES = ('decoder', 'encoder_decoder', 'encoder')
+NORMS = ('rmsnorm', 'layernorm')
+NORM_POSITIONS = ('pre', 'post')
+# Gated activations (GLU variants, Shazeer 2020) use two input projections.
+ACTIVATIONS = ('relu', 'gelu', 'gelu_exact', 'silu', 'swiglu', 'geglu', 'reglu')
+GATED_ACTIVATIONS = ('swiglu', 'geglu', 'reglu')
+POSITIONS = ('learned', 'sinusoidal', 'rope', 'alibi', 't5_relative', 'none')
+ATTENTION_IMPLS = ('einsum', 'dot_product')
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+class ConfigError(ValueError):
+  """An inconsistent TransformerConfig; the message names the field."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Architecture of one model. Every field is selectable from gin."""
+  # 'decoder' covers the causal and the prefix decoder: the prefix is a
+  # property of the batch (`decoder_causal_attention`), not of the weights.
+  family: str = 'decoder'
+  vocab_size: int = 384  # the byte tokenizer's padded vocabulary
+  d_model: int = 128
+  num_layers: int = 2  # decoder-only / encoder-only depth
+  # Encoder-decoder depths; None means num_layers.
+  num_encoder_layers: Optional[int] = None
+  num_decoder_layers: Optional[int] = None
+  num_heads: int = 4
+  num_kv_heads: Optional[int] = None  # None: multi-head; 1: multi-query; else GQA
+  head_dim: Optional[int] = None  # None: d_model // num_heads
+  d_ff: int = 512
+  activation: str = 'gelu'
+  # LLaMA convention: hidden = multiple_of * ceil((2/3 * d_ff) / multiple_of),
+  # which keeps a gated MLP's parameter count equal to an ungated one's.
+  ff_two_thirds: bool = False
+  ff_multiple_of: int = 8
+  norm: str = 'rmsnorm'
+  norm_position: str = 'pre'
+  norm_eps: float = 1e-6
+  use_bias: bool = False  # biases in attention / MLP projections (GPT-2, BERT)
+  position: str = 'rope'
+  max_length: int = 512  # table size for learned positions; context for checks
+  rope_theta: float = 10000.0
+  relative_num_buckets: int = 32  # T5 relative attention bias
+  relative_max_distance: int = 128
+  tie_embeddings: bool = True
+  # T5 with tied embeddings rescales the decoder output by d_model**-0.5
+  # before the (shared) output projection (HF T5ForConditionalGeneration).
+  scale_tied_logits: bool = False
+  # T5 folds 1/sqrt(head_dim) into its query initialisation instead.
+  scale_queries: bool = True
+  dropout_rate: float = 0.0
+  dtype: str = 'float32'  # compute dtype
+  param_dtype: str = 'float32'
+  z_loss: float = 0.0  # PaLM's auxiliary loss z_loss * log(Z)^2; read by the loss
+  attention_impl: str = 'einsum'
+  init_std: float = 0.02
+
+  def __post_init__(self):
+    _check_choice(self, 'family', FAMILIES)
+    _check_choice(self, 'norm', NORMS)
+    _check_choice(self, 'norm_position', NORM_POSITIONS)
+    _check_choice(self, 'activation', ACTIVATIONS)
+    _check_choice(self, 'position', POSITIONS)
+    _check_choice(self, 'attention_impl', ATTENTION_IMPLS)
+    _check_choice(self, 'dtype', DTYPES)
+    _check_choice(self, 'param_dtype', DTYPES)
+    for name in ('vocab_size', 'd_model', 'num_layers', 'num_heads', 'd_ff',
+                 'max_length', 'ff_multiple_of'):
+      if getattr(self, name) <= 0:
+        raise ConfigError(f'TransformerConfig.{name} must be positive, got '
+                          f'{getattr(self, name)}')
+    for name in ('num_encoder_layers', 'num_decoder_layers', 'num_kv_heads',
+                 'head_dim'):
+      value = getattr(self, name)
+      if value is not None and value <= 0:
+        raise ConfigError(f'TransformerConfig.{name} must be positive or None, '
+                          f'got {value}')
+    if self.head_dim is None and self.d_model % self.num_heads:
+      raise ConfigError(
+          f'TransformerConfig.num_heads={self.num_heads} does not divide '
+          f'd_model={self.d_model} (set head_dim to decouple them)')
+    if self.num_heads % self.kv_heads:
+      raise ConfigError(
+          f'TransformerConfig.num_heads={self.num_heads} is not a multiple of '
+          f'num_kv_heads={self.kv_heads}')
+    if self.position == 'rope' and self.dims_per_head % 2:
+      raise ConfigError(f'TransformerConfig.head_dim={self.dims_per_head} must '
+                        'be even for rope')
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ConfigError('TransformerConfig.dropout_rate must be in [0, 1), got '
+                        f'{self.dropout_rate}')
+    if self.z_loss < 0:
+      raise ConfigError(f'TransformerConfig.z_loss must be >= 0, got {self.z_loss}')
+
+  # Derived sizes, in one place so the modules and the accounting agree.
+  @property
+  def kv_heads(self) -> int:
+    return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+  @property
+  def dims_per_head(self) -> int:
+    return self.head_dim or self.d_model // self.num_heads
+
+  @property
+  def ff_hidden(self) -> int:
+    if not self.ff_two_thirds:
+      return self.d_ff
+    m = self.ff_multiple_of
+    return m * -(-int(2 * self.d_ff / 3) // m)
+
+  @property
+  def gated(self) -> bool:
+    return self.activation in GATED_ACTIVATIONS
+
+  @property
+  def encoder_layers(self) -> int:
+    return self.num_encoder_layers or self.num_layers
+
+  @property
+  def decoder_layers(self) -> int:
+    return self.num_decoder_layers or self.num_layers
+
+  def replace(self, **changes) -> 'TransformerConfig':
+    return dataclasses.replace(self, **changes)
+
+
+def _check_choice(config, field, choices):
+  value = getattr(config, field)
+  if value not in choices:
+    raise ConfigError(f'TransformerConfig.{field}={value!r} is not one of '
+                      f'{", ".join(choices)}')

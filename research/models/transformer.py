@@ -1,0 +1,201 @@
+"""The Transformer families: decoder-only (causal and prefix), encoder-decoder,
+encoder-only. They share one block and one stack; they differ in their masks.
+
+Features follow DESIGN.md. Only the token features are required; segment ids
+default to one unpacked example, positions restart in each segment, and
+`decoder_causal_attention` (1 on the bidirectional prefix) defaults to a plain
+causal LM. Target and loss-weight features are accepted and ignored, so a whole
+batch can be passed with `**batch`.
+"""
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from research.models import axes
+from research.models import layers
+from research.models.attention import Attention, SeqInfo
+from research.models.config import TransformerConfig
+
+
+def seq_info(tokens_bl, segment_ids=None, positions=None, prefix=None) -> SeqInfo:
+  if segment_ids is None:
+    segment_ids = jnp.ones(tokens_bl.shape, jnp.int32)
+  if positions is None:
+    positions = layers.positions_from_segments(segment_ids)
+  if prefix is not None:
+    prefix = prefix.astype(jnp.bool_)
+  return SeqInfo(jnp.asarray(segment_ids, jnp.int32), jnp.asarray(positions, jnp.int32),
+                 prefix)
+
+
+class Block(nn.Module):
+  """Self-attention, optional cross-attention, MLP; pre- or post-norm residuals."""
+  config: TransformerConfig
+  causal: bool
+  has_cross: bool = False
+  bias_module: Optional[nn.Module] = None
+
+  @nn.compact
+  def __call__(self, x_bld, info, encoded=None, encoded_info=None,
+               deterministic=True, decode=False):
+    cfg = self.config
+    drop = nn.Dropout(cfg.dropout_rate)
+    sublayers = [('attn', lambda y: Attention(
+        cfg, causal=self.causal, bias_module=self.bias_module, name='attn')(
+            y, info, decode=decode))]
+    if self.has_cross:
+      sublayers.append(('cross_attn', lambda y: Attention(
+          cfg, is_cross=True, name='cross_attn')(
+              y, info, encoded, encoded_info, decode=decode)))
+    sublayers.append(('mlp', lambda y: layers.MLP(cfg, name='mlp')(y)))
+    for name, sublayer in sublayers:
+      norm = layers.make_norm(cfg, f'{name}_norm')
+      if cfg.norm_position == 'pre':
+        x_bld = x_bld + drop(sublayer(norm(x_bld)), deterministic=deterministic)
+      else:
+        x_bld = norm(x_bld + drop(sublayer(x_bld), deterministic=deterministic))
+      x_bld = nn.with_logical_constraint(x_bld, axes.ACT_BLD)
+    return x_bld
+
+
+class Stack(nn.Module):
+  """Embedding -> blocks -> final norm. `embed` is shared with the caller."""
+  config: TransformerConfig
+  num_layers: int
+  causal: bool
+  embed: nn.Module
+  has_cross: bool = False
+
+  @nn.compact
+  def __call__(self, tokens_bl, info: SeqInfo, encoded=None, encoded_info=None,
+               deterministic=True, decode=False):
+    cfg = self.config
+    x = self.embed(tokens_bl)
+    if cfg.position in layers.ADDITIVE_POSITIONS:
+      x = x + layers.AbsolutePositions(cfg, name='pos_embed')(info.positions)
+    if cfg.norm_position == 'post':  # BERT normalizes the embeddings
+      x = layers.make_norm(cfg, 'embed_norm')(x)
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    x = nn.with_logical_constraint(x, axes.ACT_BLD)
+    bias = None
+    if cfg.position in layers.POSITION_BIASES:
+      bias = layers.POSITION_BIASES[cfg.position](
+          cfg, bidirectional=not self.causal, name='position_bias')
+    for i in range(self.num_layers):
+      x = Block(cfg, causal=self.causal, has_cross=self.has_cross, bias_module=bias,
+                name=f'layers_{i}')(x, info, encoded, encoded_info,
+                                    deterministic=deterministic, decode=decode)
+    if cfg.norm_position == 'pre':
+      x = layers.make_norm(cfg, 'final_norm')(x)
+    return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+
+
+class LogitsHead(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_bld, embed: nn.Embed):
+    cfg = self.config
+    if cfg.tie_embeddings:
+      if cfg.scale_tied_logits:
+        x_bld = x_bld * cfg.d_model ** -0.5
+      logits = embed.attend(x_bld)
+    else:
+      logits = layers.dense(cfg, cfg.vocab_size, [axes.EMBED], [axes.VOCAB],
+                            name='lm_head', use_bias=False)(x_bld)
+    return nn.with_logical_constraint(logits.astype(jnp.float32), axes.ACT_BLV)
+
+
+class DecoderOnly(nn.Module):
+  """Causal decoder (GPT, LLaMA) and prefix decoder (GLM, U-PaLM) in one module."""
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    self.token_embed = layers.token_embedding(cfg)
+    self.decoder = Stack(cfg, cfg.num_layers, causal=True, embed=self.token_embed)
+    self.head = LogitsHead(cfg)
+
+  def __call__(self, decoder_input_tokens, decoder_segment_ids=None,
+               decoder_positions=None, decoder_causal_attention=None,
+               decoder_target_tokens=None, decoder_loss_weights=None,
+               deterministic=True, decode=False):
+    del decoder_target_tokens, decoder_loss_weights  # used by the loss only
+    info = seq_info(decoder_input_tokens, decoder_segment_ids, decoder_positions,
+                    decoder_causal_attention)
+    x = self.decoder(decoder_input_tokens, info, deterministic=deterministic,
+                     decode=decode)
+    return self.head(x, self.token_embed)
+
+
+class EncoderOnly(nn.Module):
+  """Bidirectional encoder with a token head (BERT-style masked LM)."""
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    self.token_embed = layers.token_embedding(cfg)
+    self.encoder = Stack(cfg, cfg.num_layers, causal=False, embed=self.token_embed)
+    self.head = LogitsHead(cfg)
+
+  def __call__(self, encoder_input_tokens, encoder_segment_ids=None,
+               encoder_positions=None, encoder_target_tokens=None,
+               encoder_loss_weights=None, deterministic=True):
+    del encoder_target_tokens, encoder_loss_weights
+    info = seq_info(encoder_input_tokens, encoder_segment_ids, encoder_positions)
+    x = self.encoder(encoder_input_tokens, info, deterministic=deterministic)
+    return self.head(x, self.token_embed)
+
+
+class EncoderDecoder(nn.Module):
+  """T5 / BART: bidirectional encoder, causal decoder with cross-attention.
+
+  `encode` and `decode` are separate methods so decoding runs the encoder once:
+  `decode(encoded, ...)` with `decode=True` fills the cross-attention cache on
+  its first call; later calls pass `encoded=None`.
+  """
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    self.token_embed = layers.token_embedding(cfg)
+    self.encoder = Stack(cfg, cfg.encoder_layers, causal=False, embed=self.token_embed)
+    self.decoder = Stack(cfg, cfg.decoder_layers, causal=True, embed=self.token_embed,
+                         has_cross=True)
+    self.head = LogitsHead(cfg)
+
+  def encode(self, encoder_input_tokens, encoder_segment_ids=None,
+             encoder_positions=None, deterministic=True):
+    info = seq_info(encoder_input_tokens, encoder_segment_ids, encoder_positions)
+    return self.encoder(encoder_input_tokens, info, deterministic=deterministic), info
+
+  def decode(self, encoded, encoded_info, decoder_input_tokens, decoder_segment_ids=None,
+             decoder_positions=None, deterministic=True, decode=False):
+    info = seq_info(decoder_input_tokens, decoder_segment_ids, decoder_positions)
+    x = self.decoder(decoder_input_tokens, info, encoded, encoded_info,
+                     deterministic=deterministic, decode=decode)
+    return self.head(x, self.token_embed)
+
+  def __call__(self, encoder_input_tokens, decoder_input_tokens,
+               encoder_segment_ids=None, encoder_positions=None,
+               decoder_segment_ids=None, decoder_positions=None,
+               decoder_target_tokens=None, decoder_loss_weights=None,
+               deterministic=True, decode=False):
+    del decoder_target_tokens, decoder_loss_weights
+    encoded, encoded_info = self.encode(encoder_input_tokens, encoder_segment_ids,
+                                        encoder_positions, deterministic)
+    return self.decode(encoded, encoded_info, decoder_input_tokens, decoder_segment_ids,
+                       decoder_positions, deterministic=deterministic, decode=decode)
+
+
+FAMILY_MODULES = {
+    'decoder': DecoderOnly,
+    'encoder_decoder': EncoderDecoder,
+    'encoder': EncoderOnly,
+}
+
+
+def build(config: TransformerConfig) -> nn.Module:
+  """The linen module of `config.family`."""
+  return FAMILY_MODULES[config.family](config)
