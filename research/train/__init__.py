@@ -1,1 +1,1 @@
-"""research.train."""
+"""Optimizers, schedules, train/eval steps, checkpoints, metrics and the training loop."""

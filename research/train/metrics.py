@@ -1,0 +1,163 @@
+"""Run-directory writers: atomic files, metrics.jsonl + TensorBoard, progress line, MFU.
+
+Whole files (config.gin, run_info.json, the completion marker) are written to a temporary
+file and renamed. metrics.jsonl is appended one complete line per write (a rename per step
+would be quadratic); on resume, lines past the restored step and any torn last line are
+dropped, so the file always reads as one uninterrupted run.
+"""
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Mapping, Optional
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense peak FLOP/s per device (bf16 matmul unless noted), from vendor data sheets.
+# Matched by substring of jax's device_kind, first match wins.
+PEAK_FLOPS_PER_DEVICE: tuple[tuple[str, float], ...] = (
+    ('H200', 989e12),
+    ('H100', 989e12),       # SXM; the PCIe part is 756e12
+    ('A100', 312e12),
+    ('L4', 121e12),
+    ('A10G', 125e12),
+    ('V100', 125e12),
+    ('TPU v6', 918e12),
+    ('TPU v5p', 459e12),
+    ('TPU v5 lite', 197e12),
+    ('TPU v5e', 197e12),
+    ('TPU v4', 275e12),
+    ('TPU v3', 123e12),
+)
+
+
+def write_atomic(path: str, text: str) -> None:
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-' + os.path.basename(path))
+  with os.fdopen(fd, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide run files from collaborators
+  os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n')
+
+
+def measure_cpu_peak_flops(size: int = 512, repeats: int = 5) -> float:
+  """Achieved fp32 matmul FLOP/s of this host's device: the CPU stand-in for a peak."""
+  x = jnp.ones((size, size), jnp.float32)
+  matmul = jax.jit(lambda a: a @ a)
+  matmul(x).block_until_ready()
+  best = math.inf
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(x).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size ** 3 / best
+
+
+@gin.configurable
+def peak_flops_per_device(device_kind: Optional[str] = None,
+                          override: Optional[float] = None) -> float:
+  """Peak FLOP/s of one device: `override` if given, else the table, else measured (CPU)."""
+  if override:
+    return float(override)
+  kind = device_kind or jax.devices()[0].device_kind
+  for name, flops in PEAK_FLOPS_PER_DEVICE:
+    if name.lower() in kind.lower():
+      return flops
+  return measure_cpu_peak_flops()
+
+
+class MetricsWriter:
+  """metrics.jsonl and TensorBoard events of one run (process 0 only)."""
+
+  def __init__(self, workdir: str, resume_step: Optional[int] = None,
+               enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._tb = None
+    if not enabled:
+      return
+    self.truncate(resume_step or 0)
+    from tensorboardX import SummaryWriter  # heavy import, only where written
+    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def truncate(self, step: int) -> None:
+    """Keeps only complete lines with step <= `step` (the restored checkpoint)."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    kept = []
+    with open(self.path) as f:
+      for line in f:
+        if not line.endswith('\n'):
+          break
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          break
+        if row.get('step', 0) <= step:
+          kept.append(line)
+    write_atomic(self.path, ''.join(kept))
+
+  def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    row = {'step': int(step)}
+    row.update({k: _to_python(v) for k, v in scalars.items()})
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(row) + '\n')
+    for key, value in row.items():
+      if key != 'step' and isinstance(value, (int, float)):
+        self._tb.add_scalar(key, value, step)
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _to_python(value):
+  value = np.asarray(value).item() if np.ndim(value) == 0 else value
+  if isinstance(value, float) and not math.isfinite(value):
+    return repr(value)  # JSON has no NaN; keep it readable
+  return value
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  return f'{hours}h{rest // 60:02d}m' if hours else f'{rest // 60}m{rest % 60:02d}s'
+
+
+class ProgressLine:
+  """One-line live progress on stderr: step, loss, tokens/s, ETA."""
+
+  def __init__(self, total_steps: int, stream=None):
+    self.total_steps = total_steps
+    self.stream = stream or sys.stderr
+
+  def update(self, step: int, loss: float, tokens_per_s: float, steps_per_s: float,
+             extra: str = '') -> None:
+    eta = (self.total_steps - step) / steps_per_s if steps_per_s > 0 else 0.0
+    line = (f'step {step}/{self.total_steps}  loss {loss:.4f}  '
+            f'{tokens_per_s:,.0f} tok/s  eta {_duration(eta)}{extra}')
+    end = '\r' if self.stream.isatty() else '\n'
+    self.stream.write(line + end)
+    self.stream.flush()
+
+  def close(self) -> None:
+    if self.stream.isatty():
+      self.stream.write('\n')

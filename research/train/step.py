@@ -1,0 +1,179 @@
+"""The pure train and eval steps, compiled once with explicit shardings.
+
+`train_step(state, batch) -> (state, metrics)`: the dropout key is the base key folded with
+the step number, so a resumed run draws the same keys; gradient accumulation scans over
+micro-batches; the stability guard decides on device whether the update is applied; the
+state is donated. Metrics stay on device until the loop fetches them.
+"""
+import contextlib
+import dataclasses
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from research import parallel
+from research.models import losses
+from research.train import guard as guard_lib
+from research.train import tasks
+from research.train.state import TrainState
+
+PyTree = Any
+
+# Rematerialization of the forward pass in the backward pass, by jax.checkpoint policy.
+# This wraps the whole loss; finer (per-block) remat belongs to the model.
+REMAT_POLICIES: dict[str, Optional[Callable]] = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.checkpoint_dots,
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  num_microbatches: int = 1   # gradient accumulation: the batch is split this many ways
+  remat_policy: str = 'none'  # a key of REMAT_POLICIES
+  # Apply the models' activation constraints (nn.with_logical_constraint) under the mesh.
+  # Off by default: flax's DenseGeneral re-runs a boxed kernel init on the flat 2-D kernel
+  # shape during apply (its shape check), and with a mesh active the box then constrains
+  # a rank-2 value with 3 logical names and fails. Without it, parameter and batch
+  # shardings (jit in/out shardings) still fix the layout and XLA propagates the rest.
+  constrain_activations: bool = False
+
+  def __post_init__(self):
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f'unknown remat_policy {self.remat_policy!r}; known: '
+                       f'{", ".join(REMAT_POLICIES)}')
+    if self.num_microbatches < 1:
+      raise ValueError(f'num_microbatches must be >= 1, got {self.num_microbatches}')
+
+
+def _split_microbatches(batch, num_microbatches: int):
+  """[B, ...] -> [m, B/m, ...], micro-batch j = rows j, j+m, ... so each stays on-device."""
+  def split(x):
+    rows = x.shape[0]
+    if rows % num_microbatches:
+      raise ValueError(f'batch of {rows} rows does not split into {num_microbatches} '
+                       'micro-batches')
+    x = x.reshape((rows // num_microbatches, num_microbatches) + x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree.map(split, batch)
+
+
+def _loss_sums(module: nn.Module, family: str, z_loss: float, params, batch, rng):
+  """Sums over the batch: (objective incl. z-loss, z-loss, weights, correct tokens)."""
+  features = tasks.FAMILY_FEATURES[family]
+  logits = module.apply({'params': params}, **tasks.model_inputs(family, batch),
+                        deterministic=False, rngs={'dropout': rng})
+  targets, weights = batch[features.targets], batch[features.weights]
+  loss_sum, z_sum, weight_sum = losses.cross_entropy_loss(logits, targets, weights, z_loss)
+  correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights.astype(jnp.float32))
+  return loss_sum, (z_sum, weight_sum, correct)
+
+
+def make_train_step(module: nn.Module, family: str, tx: optax.GradientTransformation,
+                    schedule: Callable, z_loss: float = 0.0,
+                    config: StepConfig = StepConfig(),
+                    guard_config: guard_lib.GuardConfig = guard_lib.GuardConfig()):
+  """The pure (uncompiled) step; `compile_train_step` jits it."""
+  sums = _loss_sums
+  policy = REMAT_POLICIES[config.remat_policy]
+
+  def micro_grads(params, micro, rng, weight_total):
+    def objective(p):
+      loss_sum, aux = sums(module, family, z_loss, p, micro, rng)
+      return loss_sum / weight_total, (loss_sum, aux)
+    if policy is not None:
+      objective = jax.checkpoint(objective, policy=policy)
+    (_, (loss_sum, (z_sum, weight_sum, correct))), grads = jax.value_and_grad(
+        objective, has_aux=True)(params)
+    return grads, jnp.stack([loss_sum, z_sum, weight_sum, correct])
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    weights = batch[tasks.FAMILY_FEATURES[family].weights].astype(jnp.float32)
+    # Normalize by the whole batch's weight so accumulation equals one big batch.
+    weight_total = jnp.maximum(jnp.sum(weights), 1.0)
+    if config.num_microbatches == 1:
+      grads, totals = micro_grads(state.params, batch, rng, weight_total)
+    else:
+      micro = _split_microbatches(batch, config.num_microbatches)
+      def body(carry, xs):
+        grads_acc, totals_acc = carry
+        micro_batch, index = xs
+        grads, totals = micro_grads(state.params, micro_batch,
+                                    jax.random.fold_in(rng, index), weight_total)
+        return (jax.tree.map(jnp.add, grads_acc, grads), totals_acc + totals), None
+      zeros = (jax.tree.map(jnp.zeros_like, state.params), jnp.zeros((4,), jnp.float32))
+      (grads, totals), _ = jax.lax.scan(
+          body, zeros, (micro, jnp.arange(config.num_microbatches)))
+    loss_sum, z_sum, weight_sum, correct = totals
+    loss = loss_sum / jnp.maximum(weight_sum, 1.0)
+    grad_norm = optax.global_norm(grads)
+    ok, guard = guard_lib.assess(state.guard, loss, grad_norm, guard_config)
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    # A bad step leaves parameters and optimizer state exactly as they were.
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                              opt_state=keep(opt_state, state.opt_state), guard=guard)
+    denom = jnp.maximum(weight_sum, 1.0)
+    metrics = {
+        'train_loss': (loss_sum - z_sum) / denom,  # cross-entropy per target token
+        'train_z_loss': z_sum / denom,
+        'train_accuracy': correct / denom,
+        'train_weight': weight_sum,
+        'grad_norm': grad_norm,
+        'learning_rate': schedule(state.step),
+        'guard_ok': ok,
+    }
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(module: nn.Module, family: str, z_loss: float = 0.0):
+  def eval_step(params, batch):
+    loss_sum, (z_sum, weight_sum, correct) = _loss_sums(
+        module, family, z_loss, params, batch, jax.random.PRNGKey(0))
+    # Deterministic: dropout layers see deterministic=False only with rate 0 in eval
+    # configs; callers wanting dropout-free eval build the module with dropout 0.
+    return {'loss_sum': loss_sum - z_sum, 'weight_sum': weight_sum, 'correct': correct}
+  return eval_step
+
+
+def _with_rules(fn, mesh: Mesh, rules, constrain_activations: bool):
+  """Traces `fn` with the logical-axis rules (and the mesh, for activation constraints)."""
+  def wrapped(*args):
+    with contextlib.ExitStack() as stack:
+      if constrain_activations:
+        stack.enter_context(jax.sharding.use_abstract_mesh(mesh.abstract_mesh))
+      stack.enter_context(nn.logical_axis_rules(rules))
+      return fn(*args)
+  return wrapped
+
+
+def compile_train_step(train_step, state_shardings: TrainState, mesh: Mesh, rules,
+                       constrain_activations: bool = False):
+  """One jax.jit with explicit in/out shardings and the state donated."""
+  batch_sharding = NamedSharding(mesh, parallel.batch_spec(rules))
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(_with_rules(train_step, mesh, rules, constrain_activations),
+                 in_shardings=(state_shardings, batch_sharding),
+                 out_shardings=(state_shardings, replicated),
+                 donate_argnums=(0,))
+
+
+def compile_eval_step(eval_step, params_shardings, mesh: Mesh, rules,
+                      constrain_activations: bool = False):
+  batch_sharding = NamedSharding(mesh, parallel.batch_spec(rules))
+  return jax.jit(_with_rules(eval_step, mesh, rules, constrain_activations),
+                 in_shardings=(params_shardings, batch_sharding),
+                 out_shardings=NamedSharding(mesh, P()))

@@ -1,0 +1,58 @@
+"""Which batch features each model family consumes, and how its loss is read from them.
+
+The network (research.models) consumes the input-side features; the loss reads the
+target-side ones. One table, so adding a family is one entry.
+"""
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyFeatures:
+  tokens: tuple[str, ...]   # token inputs (required)
+  inputs: tuple[str, ...]   # every input-side feature the module accepts
+  targets: str
+  weights: str
+
+
+FAMILY_FEATURES = {
+    'decoder': FamilyFeatures(
+        tokens=('decoder_input_tokens',),
+        inputs=('decoder_input_tokens', 'decoder_segment_ids', 'decoder_positions',
+                'decoder_causal_attention'),
+        targets='decoder_target_tokens', weights='decoder_loss_weights'),
+    'encoder_decoder': FamilyFeatures(
+        tokens=('encoder_input_tokens', 'decoder_input_tokens'),
+        inputs=('encoder_input_tokens', 'encoder_segment_ids', 'encoder_positions',
+                'decoder_input_tokens', 'decoder_segment_ids', 'decoder_positions'),
+        targets='decoder_target_tokens', weights='decoder_loss_weights'),
+    'encoder': FamilyFeatures(
+        tokens=('encoder_input_tokens',),
+        inputs=('encoder_input_tokens', 'encoder_segment_ids', 'encoder_positions'),
+        targets='encoder_target_tokens', weights='encoder_loss_weights'),
+}
+
+
+def model_inputs(family: str, batch) -> dict:
+  names = FAMILY_FEATURES[family].inputs
+  return {k: batch[k] for k in names if k in batch}
+
+
+def tokens_per_batch(family: str, batch) -> int:
+  """Target positions in a batch (rows x target length): the `tokens` of the fits."""
+  return int(np.prod(np.shape(batch[FAMILY_FEATURES[family].targets])))
+
+
+def flops_per_batch(model_config, batch) -> dict[str, float]:
+  """Training FLOPs of one batch by each convention of research.models.accounting."""
+  from research import models  # models never imports train; the reverse is fine
+  family = model_config.family
+  if family == 'encoder_decoder':
+    rows, enc_len = np.shape(batch['encoder_input_tokens'])
+    dec_len = np.shape(batch['decoder_input_tokens'])[1]
+    per_example = models.flops_per_example(model_config, enc_len, dec_len)
+    return {k: v * rows for k, v in per_example.items()}
+  rows, length = np.shape(batch[FAMILY_FEATURES[family].tokens[0]])
+  return {k: v * rows * length for k, v in models.flops_per_token(model_config,
+                                                                   length).items()}

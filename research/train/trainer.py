@@ -1,0 +1,308 @@
+"""The training loop: set-up, train/eval steps, logging, checkpoints, guard, preemption.
+
+`train(workdir)` is the gin-configurable entry point (experiments/train.py calls it). The
+stages, in order: (1) mesh and rules, (2) model, optimizer and state shapes/shardings,
+(3) restore-or-init, (4) the loop, (5) completion. Work that happens every so many steps
+(log, eval, checkpoint) happens at a host "sync", the only place values leave the device.
+"""
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Mapping, Optional
+
+import gin
+import jax
+import numpy as np
+
+from research import models
+from research import parallel
+from research.train import checkpoints as ckpt_lib
+from research.train import guard as guard_lib
+from research.train import metrics as metrics_lib
+from research.train import optimizers
+from research.train import schedules
+from research.train import state as state_lib
+from research.train import step as step_lib
+from research.train import synthetic
+from research.train import tasks
+
+COMPLETION_MARKER = 'COMPLETED'
+# `flops` in metrics.jsonl is C = 6ND (Hoffmann et al.); every convention is also logged as
+# flops_<name>. MFU counts model FLOPs the most completely (attention and logits included).
+FLOPS_CONVENTION = '6N'
+MFU_CONVENTION = 'chinchilla'
+
+
+@dataclasses.dataclass
+class HostState:
+  """Host-side progress, saved in every checkpoint beside the TrainState."""
+  data: Any = None                 # the batch source's get_state()
+  batches_drawn: int = 0           # ordinal of the next batch the source yields
+  skip: list = dataclasses.field(default_factory=list)  # ordinals the guard skips
+  tokens: int = 0
+  flops: dict = dataclasses.field(default_factory=dict)
+  guard_events: int = 0
+  guard_rollbacks: int = 0
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no handler, preemption unsupported
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _run_info(model_config, feature_lengths, batch_size, train_steps, seed, mesh, rules,
+              objective, actual_params: int) -> dict:
+  counts = models.count_params(model_config)
+  example = synthetic.make_batch(model_config.family, np.random.default_rng(0), 1,
+                                 feature_lengths, model_config.vocab_size)
+  per_batch = tasks.flops_per_batch(model_config, example)
+  tokens_per_example = tasks.tokens_per_batch(model_config.family, example)
+  versions = {'python': sys.version.split()[0], 'jax': jax.__version__,
+              'numpy': np.__version__}
+  for name in ('flax', 'optax', 'orbax.checkpoint', 'gin'):
+    module = sys.modules.get(name)
+    versions[name] = getattr(module, '__version__', None)
+  return {
+      'architecture': dataclasses.asdict(model_config),
+      'family': model_config.family,
+      'objective': objective,
+      'n_params': counts['total'], 'n_params_embedding': counts['embedding'],
+      'n_params_nonembed': counts['non_embedding'], 'n_params_actual': actual_params,
+      'flops_per_token': {k: v / tokens_per_example for k, v in per_batch.items()},
+      'flops_per_example': per_batch,
+      'feature_lengths': dict(feature_lengths), 'batch_size': batch_size,
+      'train_steps': train_steps,
+      'tokens': train_steps * batch_size * tokens_per_example,
+      'seed': seed, 'mesh': dict(mesh.shape), 'rules': [list(r) for r in rules],
+      'devices': [jax.devices()[0].device_kind, jax.device_count()],
+      'processes': jax.process_count(), 'versions': versions,
+  }
+
+
+@gin.configurable(denylist=['workdir'])
+def train(workdir: str,
+          model_config: models.TransformerConfig = gin.REQUIRED,
+          train_steps: int = gin.REQUIRED,
+          batch_size: int = gin.REQUIRED,
+          feature_lengths: Mapping[str, int] = gin.REQUIRED,
+          batch_source: Callable[..., Any] = synthetic.synthetic_source,
+          objective: str = 'causal_lm',
+          seed: int = 0,
+          log_every: int = 10,
+          eval_every: int = 0,
+          eval_batches: int = 2,
+          progress: bool = True) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns a summary of the final step.
+
+  batch_source(family=, batch_size=, feature_lengths=, seed=, shard_index=, num_shards=,
+  split=) must return an iterator of numpy batch dicts with get_state()/set_state().
+  """
+  # (1) Mesh and rules: a mesh that does not fit fails here, before any work.
+  mesh = parallel.make_mesh(parallel.MeshConfig())
+  rules = parallel.logical_axis_rules()
+  parallel.check_batch_divisible(batch_size, mesh, rules)
+  is_chief = jax.process_index() == 0
+  family = model_config.family
+
+  # (2) Model, optimizer, state shapes and shardings.
+  module = models.build(model_config)
+  tx, schedule = optimizers.make_optimizer(train_steps)
+  guard_config = guard_lib.GuardConfig()
+  step_config = step_lib.StepConfig()
+  setup = state_lib.make_state_setup(module, family, tx, mesh, rules)
+  train_fn = step_lib.compile_train_step(
+      step_lib.make_train_step(module, family, tx, schedule, model_config.z_loss,
+                               step_config, guard_config),
+      setup.shardings, mesh, rules, step_config.constrain_activations)
+  eval_fn = step_lib.compile_eval_step(step_lib.make_eval_step(module, family),
+                                       setup.shardings.params, mesh, rules,
+                                       step_config.constrain_activations)
+  batch_sh = {}
+
+  shard = parallel.host_shard()
+  def make_source(split):
+    return batch_source(family=family, batch_size=shard.local_batch_size(batch_size),
+                        feature_lengths=feature_lengths, seed=seed,
+                        shard_index=shard.index, num_shards=shard.count, split=split)
+  source = make_source('train')
+
+  # (3) Restore the latest checkpoint, or initialize and save step 0 as a rollback point.
+  os.makedirs(workdir, exist_ok=True)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                       ckpt_lib.CheckpointConfig())
+  every = checkpointer.config.every_steps
+  latest = checkpointer.latest_step()
+  if latest is None:
+    state = setup.init(seed)
+    host = HostState(data=source.get_state())
+    checkpointer.save(0, state, dataclasses.asdict(host))
+  else:
+    state, saved = checkpointer.restore(latest, setup.abstract)
+    host = HostState(**saved)
+    source.set_state(host.data)
+  step = int(jax.device_get(state.step))
+
+  actual_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract.params))
+  if is_chief:
+    metrics_lib.write_json_atomic(
+        os.path.join(workdir, 'run_info.json'),
+        _run_info(model_config, feature_lengths, batch_size, train_steps, seed, mesh,
+                  rules, objective, actual_params))
+    # Every configurable has been called by now, so the operative config is complete.
+    metrics_lib.write_atomic(os.path.join(workdir, 'config.gin'), gin.operative_config_str())
+  writer = metrics_lib.MetricsWriter(workdir, resume_step=step, enabled=is_chief)
+  line = metrics_lib.ProgressLine(train_steps) if (progress and is_chief) else None
+  peak = metrics_lib.peak_flops_per_device()
+  flops_cache: dict = {}
+
+  def draw():
+    """Next batch ordinal and batch, past any the guard has marked to skip."""
+    skip = set(host.skip)
+    while True:
+      index, batch = host.batches_drawn, next(source)
+      host.batches_drawn += 1
+      if index not in skip:
+        return index, batch
+
+  def run_eval() -> dict:
+    eval_source = make_source('eval')
+    sums = {'loss_sum': 0.0, 'weight_sum': 0.0, 'correct': 0.0}
+    for _ in range(eval_batches):
+      batch = next(eval_source)
+      out = jax.device_get(eval_fn(state.params, parallel.host_batch_to_global(
+          batch, _shardings(batch))))
+      sums = {k: sums[k] + float(out[k]) for k in sums}
+    loss = sums['loss_sum'] / max(sums['weight_sum'], 1.0)
+    return {'eval_loss': loss, 'eval_perplexity': float(np.exp(min(loss, 80.0))),
+            'eval_accuracy': sums['correct'] / max(sums['weight_sum'], 1.0)}
+
+  def _shardings(batch):
+    if set(batch) != set(batch_sh):
+      batch_sh.clear()
+      batch_sh.update(parallel.batch_shardings(batch, mesh, rules))
+    return batch_sh
+
+  # (4) The loop.
+  pending = []  # (step, batch ordinals, device metrics) since the last sync
+  last_sync_time, last_sync_tokens, last_sync_flops, last_sync_step = (
+      time.perf_counter(), host.tokens, host.flops.get(MFU_CONVENTION, 0.0), step)
+  summary: dict = {}
+  preempted = False
+  with _Preemption() as preemption:
+    while step < train_steps or pending:
+      if step < train_steps:
+        multiple = schedules.batch_size_ramp(step)
+        drawn = [draw() for _ in range(multiple)]
+        batch = drawn[0][1] if multiple == 1 else {
+            k: np.concatenate([b[k] for _, b in drawn]) for k in drawn[0][1]}
+        state, device_metrics = train_fn(state, parallel.host_batch_to_global(
+            batch, _shardings(batch)))
+        step += 1
+        shape_key = tuple(sorted((k, np.shape(v)) for k, v in batch.items()))
+        if shape_key not in flops_cache:
+          flops_cache[shape_key] = (tasks.tokens_per_batch(family, batch) * shard.count,
+                                    {k: v * shard.count for k, v in
+                                     tasks.flops_per_batch(model_config, batch).items()})
+        tokens, flops = flops_cache[shape_key]
+        host.tokens += tokens
+        host.flops = {k: host.flops.get(k, 0.0) + v for k, v in flops.items()}
+        pending.append((step, [i for i, _ in drawn], device_metrics, host.tokens,
+                        dict(host.flops)))
+
+      at_end = step >= train_steps
+      do_eval = eval_every and (step % eval_every == 0 or at_end)
+      do_ckpt = step % every == 0 or at_end
+      if not (step % log_every == 0 or do_eval or do_ckpt or preemption.requested
+              or at_end):
+        continue
+
+      # Sync: fetch metrics, run the guard, then log / eval / checkpoint.
+      fetched = jax.device_get([m for _, _, m, _, _ in pending])
+      bad = [i for (_, idx, _, _, _), m in zip(pending, fetched)
+             if not bool(m['guard_ok']) for i in idx]
+      if bad:
+        host.guard_events += len([m for m in fetched if not bool(m['guard_ok'])])
+        host.guard_rollbacks += 1
+        if host.guard_rollbacks > guard_config.max_rollbacks:
+          raise guard_lib.StabilityError(
+              f'stability guard: {host.guard_rollbacks} rollbacks (max '
+              f'{guard_config.max_rollbacks}); last bad batches {bad} near step {step}')
+        checkpointer.wait()
+        back = checkpointer.latest_step()
+        skip = set(host.skip) | guard_lib.batches_to_skip(bad, guard_config)
+        events, rollbacks = host.guard_events, host.guard_rollbacks
+        state, saved = checkpointer.restore(back, setup.abstract)
+        host = HostState(**saved)
+        host.skip, host.guard_events, host.guard_rollbacks = sorted(skip), events, rollbacks
+        source.set_state(host.data)
+        step, pending = back, []
+        writer.truncate(step)
+        last_sync_time, last_sync_tokens, last_sync_step = (
+            time.perf_counter(), host.tokens, step)
+        last_sync_flops = host.flops.get(MFU_CONVENTION, 0.0)
+        print(f'stability guard: bad batch(es) {bad}; rolled back to step {back}',
+              file=sys.stderr)
+        continue
+
+      now = time.perf_counter()
+      elapsed = max(now - last_sync_time, 1e-9)
+      tokens_per_s = (host.tokens - last_sync_tokens) / elapsed
+      flops_per_s = (host.flops.get(MFU_CONVENTION, 0.0) - last_sync_flops) / elapsed
+      steps_per_s = (step - last_sync_step) / elapsed
+      for (s, _, _, tokens_seen, flops_seen), m in zip(pending, fetched):
+        if s % log_every and s != step:
+          continue
+        row = {k: v for k, v in m.items() if k != 'guard_ok'}
+        row.update(tokens=tokens_seen, flops=flops_seen.get(FLOPS_CONVENTION, 0.0),
+                   **{f'flops_{k}': v for k, v in flops_seen.items()},
+                   tokens_per_s=tokens_per_s,
+                   mfu=flops_per_s / (jax.device_count() * peak),
+                   guard_events=host.guard_events, guard_rollbacks=host.guard_rollbacks)
+        if s == step and do_eval:
+          row.update(run_eval())
+        writer.write(s, row)
+        summary = {'step': s, **{k: metrics_lib._to_python(v) for k, v in row.items()}}
+      if line:
+        line.update(step, float(fetched[-1]['train_loss']), tokens_per_s, steps_per_s)
+      pending = []
+      last_sync_time, last_sync_tokens, last_sync_step = now, host.tokens, step
+      last_sync_flops = host.flops.get(MFU_CONVENTION, 0.0)
+
+      if do_ckpt or preemption.requested:
+        host.data = source.get_state()
+        checkpointer.save(step, state, dataclasses.asdict(host))
+      if preemption.requested and not at_end:
+        preempted = True
+        break
+  writer.flush()
+
+  # (5) Completion: wait for the last checkpoint, then the marker, last of all.
+  checkpointer.close()
+  writer.close()
+  if line:
+    line.close()
+  summary.update(preempted=preempted, step=step)
+  if is_chief and not preempted:
+    metrics_lib.write_json_atomic(os.path.join(workdir, COMPLETION_MARKER), summary)
+  return summary
