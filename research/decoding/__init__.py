@@ -1,1 +1,12 @@
-"""research.decoding."""
+"""Greedy / sampling / beam search over the models' KV cache (issue 5).
+
+Public API:
+  DecodeConfig, DecodingError, generate(model_config, params, prompts, config, rng)
+  -> DecodeOutput(tokens [batch, K, new], lengths, scores, logits), pad_prompts,
+  Prompts, STRATEGIES, PROCESSORS, ADAPTERS, load_run(workdir).
+"""
+from research.decoding.adapters import ADAPTERS, Prompts
+from research.decoding.api import STRATEGIES, generate, pad_prompts
+from research.decoding.config import DecodeConfig, DecodingError
+from research.decoding.processors import PROCESSORS
+from research.decoding.sampling import DecodeOutput
