@@ -28,6 +28,7 @@ class MeshConfig:
   data: int = -1     # pure data parallelism: replicas that each see a slice of the batch
   fsdp: int = 1      # ZeRO-3 style: batch sharded and parameters sharded over `embed`
   tensor: int = 1    # Megatron style: heads / mlp / vocab split across devices
+  num_devices: int = -1  # use the first this many devices; -1 = all of them
 
   def shape(self) -> tuple[int, int, int]:
     return (self.data, self.fsdp, self.tensor)
@@ -60,6 +61,11 @@ def make_mesh(config: Optional[MeshConfig] = None,
   """Builds the mesh; raises MeshError with one clear line when it cannot."""
   config = config or MeshConfig()
   devices = list(jax.devices() if devices is None else devices)
+  if config.num_devices != -1:
+    if not 0 < config.num_devices <= len(devices):
+      raise MeshError(f'MeshConfig.num_devices={config.num_devices} but '
+                      f'{len(devices)} devices are available')
+    devices = devices[:config.num_devices]
   shape = resolve_shape(config, len(devices))
   try:
     # Physical layout for TPU/GPU slices (neighbours on the fast axes); on CPU it is
