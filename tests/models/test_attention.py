@@ -1,0 +1,125 @@
+"""Attention variants against plain references: GQA/MQA, RoPE, implementations."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from research.models import attention, layers
+from tests.models import helpers
+
+
+def _expand_kv_heads(params, num_heads, num_kv_heads):
+  """MHA weights whose key/value heads repeat each GQA head num_heads/num_kv_heads
+  times, in HF's repeat_kv order (query head h reads kv head h // group)."""
+  group = num_heads // num_kv_heads
+
+  def expand(tree):
+    if isinstance(tree, dict):
+      out = {}
+      for name, sub in tree.items():
+        if name in ('key', 'value'):
+          out[name] = {k: jnp.repeat(v, group, axis=1 if k == 'kernel' else 0)
+                       for k, v in sub.items()}
+        else:
+          out[name] = expand(sub)
+      return out
+    return tree
+  return expand(params)
+
+
+@pytest.mark.parametrize('num_kv_heads', [1, 2])
+@pytest.mark.parametrize('family', ['decoder', 'encoder_decoder'])
+def test_gqa_equals_mha_with_repeated_heads(num_kv_heads, family):
+  gqa = helpers.tiny(family=family, num_kv_heads=num_kv_heads, use_bias=True)
+  mha = gqa.replace(num_kv_heads=None)
+  feats = helpers.features(gqa)
+  params = helpers.init(gqa, feats)
+  # Non-zero biases, so the bias expansion is checked too.
+  params = jax.tree.map(lambda x: x + 0.01 * jnp.arange(x.size).reshape(x.shape) / x.size,
+                        params)
+  expanded = _expand_kv_heads(params, 4, num_kv_heads)
+  assert expanded['token_embed']['embedding'].shape == params['token_embed']['embedding'].shape
+  np.testing.assert_allclose(helpers.apply(gqa, params, feats),
+                             helpers.apply(mha, expanded, feats), atol=1e-5)
+
+
+def test_mqa_is_gqa_with_one_kv_head():
+  cfg = helpers.tiny(num_kv_heads=1)
+  params = helpers.init(cfg, helpers.features(cfg))
+  kernel = params['decoder']['layers_0']['attn']['key']['kernel']
+  assert kernel.shape == (32, 1, 8)
+
+
+def test_rope_scores_depend_only_on_relative_position():
+  rng = np.random.default_rng(0)
+  q = jnp.asarray(rng.normal(size=(1, 1, 2, 16)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(1, 1, 2, 16)), jnp.float32)
+
+  def score(pq, pk):
+    rq = layers.apply_rope(q, jnp.asarray([[pq]]), 10000.0)
+    rk = layers.apply_rope(k, jnp.asarray([[pk]]), 10000.0)
+    return jnp.einsum('bqhd,bkhd->h', rq, rk)
+
+  for shift in (1, 7, 100, 1000):
+    np.testing.assert_allclose(score(3, 1), score(3 + shift, 1 + shift), rtol=1e-4,
+                               atol=1e-4)
+  assert not np.allclose(score(3, 1), score(3, 2), atol=1e-3)
+
+
+def test_rope_model_is_shift_invariant():
+  """Shifting every position of a RoPE model leaves its logits unchanged."""
+  cfg = helpers.tiny(position='rope')
+  feats = helpers.features(cfg)
+  params = helpers.init(cfg, feats)
+  pos = jnp.broadcast_to(jnp.arange(8), (2, 8))
+  a = helpers.apply(cfg, params, {**feats, 'decoder_positions': pos})
+  b = helpers.apply(cfg, params, {**feats, 'decoder_positions': pos + 37})
+  np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+@pytest.mark.parametrize('bias', [False, True])
+def test_einsum_and_dot_product_attention_agree(bias):
+  rng = np.random.default_rng(1)
+  q = jnp.asarray(rng.normal(size=(2, 5, 4, 8)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(2, 7, 2, 8)), jnp.float32)
+  v = jnp.asarray(rng.normal(size=(2, 7, 2, 8)), jnp.float32)
+  seg_q = jnp.asarray([[1, 1, 1, 2, 0], [1, 1, 1, 1, 1]])
+  seg_k = jnp.asarray([[1, 1, 1, 2, 2, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+  mask = attention.make_mask(seg_q, seg_k, causal=False)
+  b = jnp.asarray(rng.normal(size=(2, 4, 5, 7)), jnp.float32) if bias else None
+  ref = attention.einsum_attention(q, k, v, mask, b, 8 ** -0.5)
+  fast = attention.dot_product_attention(q, k, v, mask, b, 8 ** -0.5)
+  np.testing.assert_allclose(ref, fast, atol=1e-5)
+
+
+def test_einsum_attention_matches_naive_loops():
+  rng = np.random.default_rng(2)
+  q = rng.normal(size=(1, 3, 4, 2)).astype(np.float32)
+  k = rng.normal(size=(1, 3, 2, 2)).astype(np.float32)
+  v = rng.normal(size=(1, 3, 2, 2)).astype(np.float32)
+  seg = jnp.ones((1, 3), jnp.int32)
+  idx = jnp.arange(3)[None]
+  mask = attention.make_mask(seg, seg, causal=True, q_index=idx, k_index=idx)
+  out = np.asarray(attention.einsum_attention(q, k, v, mask, None, 0.5))
+  for h in range(4):
+    g = h // 2
+    for i in range(3):
+      s = np.array([q[0, i, h] @ k[0, j, g] * 0.5 for j in range(i + 1)])
+      p = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+      np.testing.assert_allclose(out[0, i, h], p @ v[0, :i + 1, g], atol=1e-6)
+
+
+def test_alibi_slopes_match_paper():
+  # Press et al. 2022: 8 heads -> 1/2, 1/4, ..., 1/256.
+  np.testing.assert_allclose(layers.alibi_slopes(8), [2.0 ** -(i + 1) for i in range(8)])
+  assert layers.alibi_slopes(12).shape == (12,)
+
+
+def test_t5_buckets_match_reference_values():
+  # T5 _relative_position_bucket, 32 buckets, max distance 128; worked by hand,
+  # e.g. -64 causal: 16 + int(log(64/16) / log(128/16) * 16) = 26.
+  rel = jnp.asarray([-200, -64, -10, -1, 0, 1, 10, 64, 200])
+  bidir = layers.t5_relative_bucket(rel, True, 32, 128)
+  np.testing.assert_array_equal(bidir, [15, 14, 8, 1, 0, 17, 24, 30, 31])
+  causal = layers.t5_relative_bucket(rel, False, 32, 128)
+  np.testing.assert_array_equal(causal, [31, 26, 10, 1, 0, 0, 0, 0, 0])
