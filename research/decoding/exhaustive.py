@@ -55,29 +55,34 @@ def _encoder_decoder_log_probs(module, params, prompt, hyps, start_id):
   return jnp.take_along_axis(log_probs, hyps[:, :, None], axis=-1)[:, :, 0]
 
 
-def exhaustive_search(module, model_config, params, prompts, config) -> DecodeOutput:
-  """`prompts`: a list of token lists (unpadded). Not jitted: an oracle, not a tool."""
-  hyps_np, lengths_np = enumerate_hypotheses(model_config.vocab_size,
-                                             config.max_new_tokens, config.eos_id,
-                                             config.pad_id)
-  hyps, lengths = jnp.asarray(hyps_np), jnp.asarray(lengths_np)
-  within = jnp.arange(config.max_new_tokens)[None, :] < lengths[:, None]
-  penalty = length_penalty(lengths, config.length_penalty)
+def score_hypotheses(module, model_config, params, prompt, hyps, lengths, config):
+  """[h] length-penalised teacher-forced scores of hypotheses (tokens [h, n], lengths [h])
+  continuing one unpadded `prompt`, by the full forward pass."""
+  hyps, lengths = jnp.asarray(hyps, jnp.int32), jnp.asarray(lengths, jnp.int32)
+  prompt = jnp.asarray(prompt, jnp.int32)
   if model_config.family == 'decoder':
     score_fn = jax.jit(lambda p, prompt, x: _decoder_log_probs(
         module, p, prompt, x, config.prefix_lm))
   else:
     score_fn = jax.jit(lambda p, prompt, x: _encoder_decoder_log_probs(
         module, p, prompt, x, config.decoder_start_id))
+  chunks = [score_fn(params, prompt, hyps[i:i + _CHUNK])
+            for i in range(0, hyps.shape[0], _CHUNK)]
+  log_probs = jnp.concatenate(chunks, axis=0)
+  within = jnp.arange(hyps.shape[1])[None, :] < lengths[:, None]
+  return (jnp.sum(jnp.where(within, log_probs, 0.0), axis=1)
+          / length_penalty(lengths, config.length_penalty))
+
+
+def exhaustive_search(module, model_config, params, prompts, config) -> DecodeOutput:
+  """`prompts`: a list of token lists (unpadded). Not jitted: an oracle, not a tool."""
+  hyps, lengths = enumerate_hypotheses(model_config.vocab_size, config.max_new_tokens,
+                                       config.eos_id, config.pad_id)
   tokens, out_lengths, scores = [], [], []
   for prompt in prompts:
-    prompt = jnp.asarray(prompt, jnp.int32)
-    chunks = [score_fn(params, prompt, hyps[i:i + _CHUNK])
-              for i in range(0, hyps.shape[0], _CHUNK)]
-    log_probs = jnp.concatenate(chunks, axis=0)
-    score = jnp.sum(jnp.where(within, log_probs, 0.0), axis=1) / penalty
+    score = score_hypotheses(module, model_config, params, prompt, hyps, lengths, config)
     best_scores, best = jax.lax.top_k(score, config.beam_width)
-    tokens.append(hyps[best])
-    out_lengths.append(lengths[best])
+    tokens.append(jnp.asarray(hyps)[best])
+    out_lengths.append(jnp.asarray(lengths)[best])
     scores.append(best_scores)
   return DecodeOutput(jnp.stack(tokens), jnp.stack(out_lengths), jnp.stack(scores))
