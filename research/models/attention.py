@@ -107,7 +107,7 @@ class Attention(nn.Module):
         k = layers.apply_rope(k, q_info.positions, cfg.rope_theta)
       kv_info = q_info
       k_index = q_index
-      if decode and self.has_variable('cache', 'key'):
+      if decode and self.has_variable('cache', 'cached_key'):
         k, v, kv_info, q_index, k_index = self._update_cache(k, v, q_info)
       elif decode:  # `init` with decode=True: allocate the cache, attend as usual.
         self._allocate_cache(k, v, q_info)
@@ -127,8 +127,10 @@ class Attention(nn.Module):
 
   def _allocate_cache(self, k, v, info: SeqInfo):
     b, length = info.segment_ids.shape
-    self.variable('cache', 'key', jnp.zeros, k.shape, k.dtype)
-    self.variable('cache', 'value', jnp.zeros, v.shape, v.dtype)
+    # 'cached_' because a variable may not share a name with the 'key' / 'value'
+    # projections (flax NameInUseError).
+    self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
+    self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
     self.variable('cache', 'segment_ids', jnp.zeros, (b, length), jnp.int32)
     self.variable('cache', 'positions', jnp.zeros, (b, length), jnp.int32)
     self.variable('cache', 'prefix', jnp.zeros, (b, length), jnp.bool_)
@@ -136,14 +138,14 @@ class Attention(nn.Module):
 
   def _update_cache(self, k, v, info: SeqInfo):
     """Writes a chunk at cache_index; returns the full cache as keys/values."""
-    names = ('key', 'value', 'segment_ids', 'positions', 'prefix')
+    names = ('cached_key', 'cached_value', 'segment_ids', 'positions', 'prefix')
     cached = {n: self.variable('cache', n) for n in names}
     index = self.variable('cache', 'index')
     start = index.value
     prefix = info.prefix
     if prefix is None:
       prefix = jnp.zeros(info.segment_ids.shape, jnp.bool_)
-    new = {'key': k, 'value': v, 'segment_ids': info.segment_ids.astype(jnp.int32),
+    new = {'cached_key': k, 'cached_value': v, 'segment_ids': info.segment_ids.astype(jnp.int32),
            'positions': info.positions.astype(jnp.int32), 'prefix': prefix}
     for n in names:
       starts = (0, start) + (0,) * (new[n].ndim - 2)
@@ -151,12 +153,12 @@ class Attention(nn.Module):
           cached[n].value, new[n].astype(cached[n].value.dtype), starts)
     index.value = start + k.shape[1]
     b, q_len = info.segment_ids.shape
-    cache_len = cached['key'].value.shape[1]
+    cache_len = cached['cached_key'].value.shape[1]
     q_index = jnp.broadcast_to(start + jnp.arange(q_len, dtype=jnp.int32), (b, q_len))
     k_index = jnp.broadcast_to(jnp.arange(cache_len, dtype=jnp.int32), (b, cache_len))
     kv_info = SeqInfo(cached['segment_ids'].value, cached['positions'].value,
                       cached['prefix'].value if info.prefix is not None else None)
-    return cached['key'].value, cached['value'].value, kv_info, q_index, k_index
+    return cached['cached_key'].value, cached['cached_value'].value, kv_info, q_index, k_index
 
   def _cross_keys_values(self, key, value, kv_bkd, kv_info, decode):
     if decode and kv_bkd is None:
