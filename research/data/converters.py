@@ -35,11 +35,13 @@ class Fit:
   inputs: int | None = None
   targets: int | None = None
   total: int | None = None
+  sentinels: int | None = None  # the tokenizer's supply; set by the pipeline
 
   def __call__(self, lengths: base.Lengths) -> bool:
     return ((self.inputs is None or lengths.inputs <= self.inputs) and
             (self.targets is None or lengths.targets <= self.targets) and
-            (self.total is None or lengths.total <= self.total))
+            (self.total is None or lengths.total <= self.total) and
+            (self.sentinels is None or lengths.sentinels <= self.sentinels))
 
 
 def _length(task_lengths: Mapping[str, int], key: str) -> int:

@@ -13,6 +13,7 @@ always text from one document. Example j of shard s is made with seed [seed, s, 
 """
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from typing import Iterator, Mapping
@@ -53,7 +54,10 @@ class Pipeline:
     self.shuffle, self.pack, self.prefetch = shuffle, pack, prefetch
     self.max_open_rows, self.num_epochs = max_open_rows, num_epochs
     self.group_lengths = converter.group_lengths(self.task_feature_lengths)
-    fit = converter.fit(self.task_feature_lengths)
+    # The tokenizer's sentinel supply bounds a chunk like a length does: an example never
+    # runs out of sentinels mid-training (e.g. UL2's r=0.5, mu=3 at 512 needs 128 > 121).
+    fit = dataclasses.replace(converter.fit(self.task_feature_lengths),
+                              sentinels=tokenizer.num_sentinels)
     objectives_lib.check_fits(
         objective, fit, f'{converter.name} with lengths {self.task_feature_lengths}')
     self.chunk_lengths = {o: objectives_lib.max_tokens_that_fit(o, fit)

@@ -17,10 +17,12 @@ import numpy as np
 
 
 class Lengths(NamedTuple):
-  """Worst-case output lengths (eos and mode tokens included) for some raw token count."""
+  """Worst-case output lengths (eos and mode tokens included) for some raw token count, and
+  the most sentinels the example can use (the tokenizer's supply is a budget too)."""
   inputs: int
   targets: int
   total: int
+  sentinels: int = 0
 
 
 def rng_for(seed) -> np.random.Generator:

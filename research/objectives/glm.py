@@ -36,7 +36,7 @@ class GLM(base.Objective):
     # inputs n - m + k + 1 <= n + 1, targets m + k + 1 <= 2m + 1, total n + 2k + 2.
     n = num_tokens
     m = math.ceil(self.coverage * n) if n > 1 else 0
-    return base.Lengths(n + 1, 2 * m + 1, n + 2 * m + 2)
+    return base.Lengths(n + 1, 2 * m + 1, n + 2 * m + 2, m)
 
   def min_tokens(self):
     return math.ceil(self.poisson_lambda / self.coverage)

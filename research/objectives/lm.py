@@ -82,8 +82,9 @@ class SpanCorruption(base.Objective):
   def max_lengths(self, num_tokens):
     i, t = spans.span_corruption_output_lengths(num_tokens, self.noise_density,
                                                 self.mean_noise_span_length)
+    num_spans = (i + t - 2 - num_tokens) // 2  # i = n - noise + spans + 1, t = noise + spans + 1
     i += 0 if self.mode is None else 1
-    return base.Lengths(i, t, i + t)
+    return base.Lengths(i, t, i + t, num_spans)
 
   def min_tokens(self):
     # Room for at least one noise span of the configured mean length; below this, rounding

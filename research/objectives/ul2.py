@@ -116,7 +116,8 @@ class UL2(base.Objective):
     return self._objectives[order[example_index % self.block_size]]
 
   def max_lengths(self, num_tokens):
-    return base.Lengths(*np.max([o.max_lengths(num_tokens) for o in self._objectives], axis=0))
+    return base.Lengths(*(int(x) for x in np.max(
+        [o.max_lengths(num_tokens) for o in self._objectives], axis=0)))
 
   def min_tokens(self):
     return max(o.min_tokens() for o in self._objectives)
