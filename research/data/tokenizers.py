@@ -174,7 +174,7 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: str, vocab_size: int
   def lines():
     # SentencePiece trains on sentences; long documents are fed line by line.
     for text in texts:
-      for line in text.splitlines():
+      for line in text.splitlines(keepends=True):
         if line.strip():
           yield line
 
@@ -183,8 +183,11 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: str, vocab_size: int
       sentence_iterator=lines(), model_prefix=model_prefix, vocab_size=vocab_size,
       model_type=model_type, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
       character_coverage=character_coverage, max_sentence_length=max_sentence_length,
-      # Code is whitespace-sensitive: keep runs of spaces instead of collapsing them.
-      remove_extra_whitespaces=False, split_digits=True, byte_fallback=True,
+      # Code is whitespace-sensitive: no NFKC, keep runs of spaces and newlines (the latter
+      # reach the model through byte fallback or learned pieces).
+      normalization_rule_name='identity', remove_extra_whitespaces=False, split_digits=True, byte_fallback=True,
+      # A small corpus may not support vocab_size pieces; take fewer rather than fail.
+      hard_vocab_limit=False,
       minloglevel=2)
   return model_prefix + '.model'
 
