@@ -20,6 +20,13 @@ setuptools.setup(
         'pandas>=2.0,<4',
         'matplotlib>=3.8,<4',
         'tensorboardX>=2.6,<3',
+        # Data (research/data): TFDS builders need TensorFlow; array_record gives random
+        # access; tfds 4.9 imports importlib_resources without declaring it.
+        'tensorflow-cpu>=2.16,<2.22',
+        'tensorflow-datasets>=4.9.6,<5',
+        'array-record>=0.5,<0.9',
+        'importlib_resources>=6,<7',
+        'sentencepiece>=0.2,<0.3',
     ],
     extras_require={
         # torch is pinned exactly: 2.13.0 is the CPU wheel on every machine's
