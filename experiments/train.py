@@ -39,6 +39,8 @@ def _parse_flags(argv):
 
 def _load_gin():
   import gin
+  # Register the configurables a run config names, so bindings resolve without imports.
+  from research.train import sources, trainer  # pylint: disable=unused-import
   gin.add_config_file_search_path(os.path.join(_REPO, 'gin_configs'))
   gin.add_config_file_search_path(_REPO)
   if not _GIN_FILE.value:

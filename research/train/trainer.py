@@ -189,7 +189,9 @@ def train(workdir: str,
     eval_source = make_source('eval')
     sums = {'loss_sum': 0.0, 'weight_sum': 0.0, 'correct': 0.0}
     for _ in range(eval_batches):
-      batch = next(eval_source)
+      batch = next(eval_source, None)
+      if batch is None:  # a validation split shorter than eval_batches
+        break
       out = jax.device_get(eval_fn(state.params, parallel.host_batch_to_global(
           batch, _shardings(batch))))
       sums = {k: sums[k] + float(out[k]) for k in sums}
@@ -299,6 +301,8 @@ def train(workdir: str,
 
   # (5) Completion: wait for the last checkpoint, then the marker, last of all.
   checkpointer.close()
+  if hasattr(source, 'close'):  # stops a prefetch thread
+    source.close()
   writer.close()
   if line:
     line.close()
