@@ -2,11 +2,13 @@
 
 Each prompt keeps `beam_width` live hypotheses (none ended in EOS) and the
 `beam_width` best finished ones. A step extends every live beam by every
-token: candidates ending in EOS (and, at the last step, all candidates) are
-scored log p / ((5 + length) / 6) ** alpha and merged into the finished set;
-the best non-EOS candidates become the new live beams, and the model state is
-reordered to their parents with one gather along the batch axis. Repetition
-controls apply to every beam; sampling warpers do not (as in Hugging Face).
+token. As in Hugging Face's BeamSearchScorer, a candidate ending in EOS
+finishes only if it ranks among the `beam_width` best candidates of the step
+(so width 1 is exactly greedy); at the last step the new live beams finish
+too. Finished hypotheses are scored log p / ((5 + length) / 6) ** alpha. The
+best non-EOS candidates become the live beams, and the model state follows
+them with one gather along the batch axis. Repetition controls apply to
+every beam; sampling warpers do not (as in Hugging Face).
 
 Stopping per prompt: with `early_stopping`, once `beam_width` hypotheses have
 finished; otherwise once no live beam can beat the worst finished one even
@@ -64,13 +66,17 @@ def beam_search(adapter, params, prompts, config, rng) -> DecodeOutput:
     candidates = (s.alive_logp[:, :, None] + log_probs).reshape(b, w * vocab)
     real = (candidates > NEG / 2) & ~s.done[:, None]  # frozen prompts add nothing
     is_eos = beam_token == config.eos_id
-    ends = (is_eos | (t == n - 1)) & real
     length = t + 1
+    batch_index = jnp.arange(b)[:, None]
+    _, top_index = jax.lax.top_k(jnp.where(real, candidates, NEG), w)
+    in_top = jnp.zeros_like(real).at[batch_index, top_index].set(True)
 
     # Live beams: the best candidates that did not end in EOS.
     alive_logp, alive_index = jax.lax.top_k(jnp.where(real & ~is_eos, candidates, NEG), w)
     parent, token = alive_index // vocab, alive_index % vocab
     alive_tokens = _take_beams(s.alive_tokens, parent).at[:, :, t].set(token)
+    chosen = jnp.zeros_like(real).at[batch_index, alive_index].set(alive_logp > NEG / 2)
+    ends = real & ((is_eos & in_top) | ((t == n - 1) & (in_top | chosen)))
 
     # Finished: merge the best ending candidates into the finished set.
     new_scores, new_index = jax.lax.top_k(

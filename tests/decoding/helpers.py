@@ -13,10 +13,10 @@ def tiny_model(family='decoder', seed=0, **overrides):
   fields.update(overrides)
   config = models.TransformerConfig(**fields)
   module = models.build(config)
-  dummy = {'decoder_input_tokens': jnp.ones((1, 4), jnp.int32)}
-  if family == 'encoder_decoder':
-    dummy['encoder_input_tokens'] = jnp.ones((1, 4), jnp.int32)
-  params = module.init(jax.random.PRNGKey(seed), **dummy)['params']
+  names = {'decoder': ['decoder_input_tokens'], 'encoder': ['encoder_input_tokens'],
+           'encoder_decoder': ['encoder_input_tokens', 'decoder_input_tokens']}[family]
+  dummy = {name: jnp.ones((1, 4), jnp.int32) for name in names}
+  params = jax.jit(module.init)(jax.random.PRNGKey(seed), **dummy)['params']
   return config, params
 
 

@@ -37,7 +37,11 @@ def _check_against_full_forward(config, params, out, prefix_lm, tol=1e-5):
   return int(lengths.sum())
 
 
-@pytest.mark.parametrize('case', sorted(CASES))
+SLOW_CASES = ('causal_sinusoidal_mqa',)
+
+
+@pytest.mark.parametrize('case', [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES
+                                  else c for c in sorted(CASES)])
 def test_cached_logits_equal_full_forward_every_step(case):
   overrides, prefix_lm = CASES[case]
   config, params = helpers.tiny_model(**overrides)
@@ -48,7 +52,8 @@ def test_cached_logits_equal_full_forward_every_step(case):
   assert _check_against_full_forward(config, params, out, prefix_lm) >= 2 * STEPS
 
 
-@pytest.mark.parametrize('family', ['decoder', 'encoder_decoder'])
+@pytest.mark.parametrize('family', ['decoder', pytest.param('encoder_decoder',
+                                                            marks=pytest.mark.slow)])
 def test_cache_holds_only_kv_heads(family):
   config, params = helpers.tiny_model(family=family, num_kv_heads=1)
   decode_config = decoding.DecodeConfig(max_new_tokens=4)
