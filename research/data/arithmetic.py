@@ -1,0 +1,311 @@
+"""k-shot integer arithmetic in a 16-token character vocabulary (the emergence probe's tasks).
+
+    prompt  '03+41=44;12+05=17;20+37='     (k = 2 shots of the same task and length)
+    target  '57;'                          (answer digits, then the terminator ';')
+
+Tasks (Schaeffer, Miranda & Koyejo 2023 use GPT-3's 2-5 digit arithmetic; ours is fixed-length
+so that chance exact match is exactly 10^-L):
+  add L    L-digit addition, operands and answer zero-padded to exactly L digits, L = 1..8
+           (a + b < 10^L: the sum c is drawn uniformly, then a uniform in [0, c]).
+  mul      2-digit x 2-digit multiplication (operands 10..99), answer padded to 4 digits.
+  mc       4-option multiple choice over the `add L` items: the gold answer plus three
+           distinct one-digit corruptions of it, scored by summed log-probability.
+
+Everything is a pure function of (seed, task, L, index): the held-out eval set is the same for
+every model (paired comparisons) and a prefix of a larger one; the training stream uses a
+different seed namespace. For L <= 2 there are only 10^(2L) problems, so train and eval
+necessarily overlap there; that is the nature of the task, not a leak.
+
+Also here: the trainer's `batch_source` for the stream (`arithmetic_source`, gin) and the TFDS
+builder (`builder(...)`), whose class is defined lazily so importing this module stays light.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Mapping, Sequence
+
+import gin
+import numpy as np
+
+VOCAB = ('<pad>', '<eos>') + tuple('0123456789+*=;')
+PAD_ID, EOS_ID = 0, 1
+VOCAB_SIZE = len(VOCAB)  # 16
+_CHAR_TO_ID = {c: i for i, c in enumerate(VOCAB) if len(c) == 1}
+TERMINATOR = ';'
+TERMINATOR_ID = _CHAR_TO_ID[TERMINATOR]
+DIGIT_IDS = np.array([_CHAR_TO_ID[str(d)] for d in range(10)], np.int32)
+LENGTHS = tuple(range(1, 9))
+MUL_LENGTH = 4
+EVAL_SEED = 20230428   # the eval set's namespace (Schaeffer et al.'s arXiv date)
+TRAIN_SEED_NAMESPACE = 7  # mixed into every training draw: never the eval namespace
+_TASK_CODES = {'add': 1, 'mul': 2}
+
+
+def encode(text: str) -> list[int]:
+  return [_CHAR_TO_ID[c] for c in text]
+
+
+def decode(ids: Sequence[int]) -> str:
+  return ''.join(VOCAB[int(i)] for i in ids if int(i) >= 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  task: str    # 'add' | 'mul'
+  length: int  # answer digits L
+  question: str  # 'a+b='
+  answer: str    # exactly `length` digits
+
+
+def make_problem(rng: np.random.Generator, task: str, length: int) -> Problem:
+  if task == 'add':
+    if length not in LENGTHS:
+      raise ValueError(f'addition length must be in 1..8, got {length}')
+    c = int(rng.integers(0, 10**length))
+    a = int(rng.integers(0, c + 1))
+    b = c - a
+    return Problem('add', length, f'{a:0{length}d}+{b:0{length}d}=', f'{c:0{length}d}')
+  if task == 'mul':
+    a, b = (int(x) for x in rng.integers(10, 100, size=2))
+    return Problem('mul', MUL_LENGTH, f'{a}*{b}=', f'{a * b:0{MUL_LENGTH}d}')
+  raise ValueError(f'unknown task {task!r}; known: add, mul')
+
+
+def corruptions(rng: np.random.Generator, answer: str, count: int = 3) -> list[str]:
+  """`count` distinct strings that differ from `answer` in exactly one digit."""
+  candidates = [answer[:i] + d + answer[i + 1:] for i in range(len(answer))
+                for d in '0123456789' if d != answer[i]]
+  picked = rng.choice(len(candidates), size=count, replace=False)
+  return [candidates[j] for j in sorted(picked)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  """One eval item: a k-shot prompt, its target (answer + terminator) and its MC options."""
+  item_id: str
+  task: str
+  length: int
+  prompt: str
+  target: str
+  options: tuple[str, ...]  # 4 options (the answer among them); empty for 'mul'
+  gold: int                 # index of the answer in `options` (-1 for 'mul')
+
+  @property
+  def prompt_ids(self) -> list[int]:
+    return encode(self.prompt)
+
+  @property
+  def target_ids(self) -> list[int]:
+    return encode(self.target)
+
+
+def k_shot_text(rng: np.random.Generator, task: str, length: int, k: int
+                ) -> tuple[str, Problem]:
+  """(prompt, query problem): k solved problems of the same task and length, then the query."""
+  shots = [make_problem(rng, task, length) for _ in range(k)]
+  query = make_problem(rng, task, length)
+  prompt = ''.join(p.question + p.answer + TERMINATOR for p in shots) + query.question
+  return prompt, query
+
+
+def make_item(seed: int, task: str, length: int, index: int, k_shots: int = 2) -> Item:
+  rng = np.random.default_rng([seed, _TASK_CODES[task], length, index])
+  prompt, query = k_shot_text(rng, task, length, k_shots)
+  options, gold = (), -1
+  if task == 'add':
+    wrong = corruptions(rng, query.answer)
+    gold = int(rng.integers(0, 4))
+    options = tuple(wrong[:gold] + [query.answer] + wrong[gold:])
+  return Item(f'{task}{length}-{index}', task, length, prompt, query.answer + TERMINATOR,
+              options, gold)
+
+
+def eval_items(n_per_length: int = 200, *, seed: int = EVAL_SEED, k_shots: int = 2,
+               lengths: Sequence[int] = LENGTHS, include_mul: bool = True) -> list[Item]:
+  """The held-out eval set: `n_per_length` addition items per L (+ as many 'mul' items).
+
+  Item i does not depend on n_per_length, so a small eval is a prefix of a large one.
+  """
+  items = [make_item(seed, 'add', L, i, k_shots) for L in lengths
+           for i in range(n_per_length)]
+  if include_mul:
+    items += [make_item(seed, 'mul', MUL_LENGTH, i, k_shots) for i in range(n_per_length)]
+  return items
+
+
+def max_sequence_length(k_shots: int = 2, max_length: int = max(LENGTHS)) -> int:
+  """Tokens of the longest example (prompt + target)."""
+  return (k_shots + 1) * (3 * max_length + 3)
+
+
+# ------------------------------------------------------------------- the training stream
+
+
+def training_example(rng: np.random.Generator, k_shots: int, mul_fraction: float,
+                     lengths: Sequence[int]) -> str:
+  """One full example: k solved shots and the solved query (L uniform over `lengths`)."""
+  if rng.random() < mul_fraction:
+    prompt, query = k_shot_text(rng, 'mul', MUL_LENGTH, k_shots)
+  else:
+    prompt, query = k_shot_text(rng, 'add', int(rng.choice(lengths)), k_shots)
+  return prompt + query.answer + TERMINATOR
+
+
+def answer_mask(ids: np.ndarray) -> np.ndarray:
+  """1 on every answer digit and terminator (the tokens after '=' up to and incl. ';')."""
+  eq, term = _CHAR_TO_ID['='], TERMINATOR_ID
+  mask = np.zeros(len(ids), np.float32)
+  inside = False
+  for t, i in enumerate(ids):
+    if inside:
+      mask[t] = 1.0
+    if i == eq:
+      inside = True
+    elif i == term:
+      inside = False
+  return mask
+
+
+class ArithmeticSource(Iterator[dict]):
+  """Decoder-only batches of training examples; batch i is a pure function of (seed, i)."""
+
+  def __init__(self, batch_size: int, length: int, seed: int, shard_index: int = 0,
+               k_shots: int = 2, mul_fraction: float = 0.1,
+               lengths: Sequence[int] = LENGTHS, loss_on: str = 'answers'):
+    if loss_on not in ('answers', 'all'):
+      raise ValueError(f"loss_on must be 'answers' or 'all', got {loss_on!r}")
+    need = max_sequence_length(k_shots, max(lengths)) - 1
+    if length < need:
+      raise ValueError(f'TASK_FEATURE_LENGTHS targets={length} is shorter than the longest '
+                       f'arithmetic example ({need} tokens for k_shots={k_shots})')
+    self.batch_size, self.length, self.seed, self.shard_index = (batch_size, length, seed,
+                                                                 shard_index)
+    self.k_shots, self.mul_fraction, self.lengths = k_shots, mul_fraction, tuple(lengths)
+    self.loss_on = loss_on
+    self.index = 0
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([TRAIN_SEED_NAMESPACE, self.seed, self.index,
+                                 self.shard_index])
+    self.index += 1
+    b, n = self.batch_size, self.length
+    inputs = np.zeros((b, n), np.int32)
+    targets = np.zeros((b, n), np.int32)
+    weights = np.zeros((b, n), np.float32)
+    segments = np.zeros((b, n), np.int32)
+    for r in range(b):
+      ids = np.asarray(encode(training_example(rng, self.k_shots, self.mul_fraction,
+                                               self.lengths)), np.int32)
+      m = len(ids) - 1
+      inputs[r, :m], targets[r, :m], segments[r, :m] = ids[:-1], ids[1:], 1
+      weights[r, :m] = answer_mask(ids)[1:] if self.loss_on == 'answers' else 1.0
+    positions = np.tile(np.arange(n, dtype=np.int32), (b, 1)) * segments
+    return {'decoder_input_tokens': inputs, 'decoder_target_tokens': targets,
+            'decoder_loss_weights': weights, 'decoder_segment_ids': segments,
+            'decoder_positions': positions,
+            'decoder_causal_attention': np.zeros((b, n), np.int32)}
+
+  def get_state(self) -> dict:
+    return {'index': self.index}
+
+  def set_state(self, state: dict) -> None:
+    self.index = int(state['index'])
+
+
+@gin.configurable
+def arithmetic_source(family: str, batch_size: int, feature_lengths: Mapping[str, int],
+                      seed: int, shard_index: int = 0, num_shards: int = 1,
+                      split: str = 'train', k_shots: int = 2, mul_fraction: float = 0.1,
+                      lengths: Sequence[int] = LENGTHS, loss_on: str = 'answers',
+                      eval_seed_offset: int = 10_000) -> ArithmeticSource:
+  """The trainer's `batch_source` contract (research/train/sources.py), for the stream.
+
+  gin: `trainer.train.batch_source = @arithmetic_source`. The trainer's 'eval' split is a
+  differently seeded stream (eval_loss on the mixture); the probe's eval set is separate.
+  """
+  del num_shards  # shards differ by shard_index in the seed
+  if family != 'decoder':
+    raise ValueError(f"arithmetic_source serves family='decoder' only, got {family!r}")
+  if split != 'train':
+    seed += eval_seed_offset
+  return ArithmeticSource(batch_size, int(feature_lengths['targets']), seed, shard_index,
+                          k_shots, mul_fraction, lengths, loss_on)
+
+
+# ------------------------------------------------------------------------ TFDS builder
+
+_BUILDER_CLASS = None
+
+
+def builder_class():
+  """The TFDS builder class `Arithmetic` (defined on first call: tfds is imported lazily).
+
+  Splits: 'eval' (the held-out items, n_per_length per L) and 'train' (a finite slice of the
+  stream as text, for tools that want a TFDS dataset rather than the live source).
+  """
+  global _BUILDER_CLASS
+  if _BUILDER_CLASS is not None:
+    return _BUILDER_CLASS
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  @dataclasses.dataclass
+  class ArithmeticConfig(tfds.core.BuilderConfig):
+    n_per_length: int = 200
+    train_examples: int = 20_000
+    k_shots: int = 2
+
+  class Arithmetic(tfds.core.GeneratorBasedBuilder):
+    """k-shot arithmetic; configs 'small' (200 per L), 'large' (2,000 per L), 'tiny' (tests)."""
+    VERSION = tfds.core.Version('1.0.0')
+    BUILDER_CONFIGS = [ArithmeticConfig(name='small'),
+                       ArithmeticConfig(name='large', n_per_length=2000),
+                       ArithmeticConfig(name='tiny', n_per_length=5, train_examples=20)]
+
+    def __init__(self, **kwargs):
+      kwargs.setdefault('file_format', 'array_record')
+      super().__init__(**kwargs)
+
+    def _info(self):
+      return self.dataset_info_from_configs(
+          description='k-shot integer arithmetic (emergence probe).',
+          features=tfds.features.FeaturesDict({
+              'item_id': tfds.features.Text(), 'task': tfds.features.Text(),
+              'length': np.int32, 'prompt': tfds.features.Text(),
+              'target': tfds.features.Text(), 'text': tfds.features.Text(),
+              'options': tfds.features.Sequence(tfds.features.Text()), 'gold': np.int32}),
+          metadata=tfds.core.MetadataDict(eval_seed=EVAL_SEED, vocab=list(VOCAB)))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager  # nothing is downloaded
+      return {'eval': self._eval(), 'train': self._train()}
+
+    def _eval(self):
+      config = self.builder_config
+      for item in eval_items(config.n_per_length, k_shots=config.k_shots):
+        yield item.item_id, {'item_id': item.item_id, 'task': item.task,
+                             'length': item.length, 'prompt': item.prompt,
+                             'target': item.target, 'text': item.prompt + item.target,
+                             'options': list(item.options), 'gold': item.gold}
+
+    def _train(self):
+      config = self.builder_config
+      for i in range(config.train_examples):
+        rng = np.random.default_rng([TRAIN_SEED_NAMESPACE, 0, i])
+        text = training_example(rng, config.k_shots, 0.1, LENGTHS)
+        yield f'train-{i}', {'item_id': f'train-{i}', 'task': 'stream', 'length': 0,
+                             'prompt': '', 'target': '', 'text': text, 'options': [],
+                             'gold': -1}
+
+    def _generate_examples(self):  # pragma: no cover - the splits use their generators
+      raise NotImplementedError
+
+  _BUILDER_CLASS = Arithmetic
+  return Arithmetic
+
+
+def builder(config: str = 'small', data_dir: str | None = None):
+  """A prepared `Arithmetic` builder (built offline on first use)."""
+  from research.data import sources  # pylint: disable=g-import-not-at-top
+  b = builder_class()(config=config, data_dir=data_dir or sources.DEFAULT_DATA_DIR)
+  b.download_and_prepare()
+  return b
