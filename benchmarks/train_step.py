@@ -1,0 +1,157 @@
+r"""Tokens/s and MFU of the jitted train step for a run's gin config (synthetic batches).
+
+  python benchmarks/train_step.py --gin_file=gin_configs/runs/bench_gpt2_cpu.gin [--torch]
+
+Builds the model, optimizer and sharded state exactly as the trainer does, compiles the
+step once, then times --steps steps after --warmup. MFU is model FLOPs (Chinchilla
+convention) per second over the device peak (a table for GPUs/TPUs; on CPU, measured fp32
+matmul throughput, or `peak_flops_per_device.override`). --torch also times an eager
+PyTorch step of the same GPT-2-style decoder (LayerNorm, GELU MLP, learned positions, tied
+embeddings, AdamW) on the same batch shape.
+"""
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_GIN_FILE = flags.DEFINE_multi_string('gin_file', [], 'Gin config file(s).')
+_GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings.')
+_STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps.')
+_WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
+_TORCH = flags.DEFINE_bool('torch', False, 'Also time an eager PyTorch step.')
+
+
+def _time(step_fn, steps: int, warmup: int) -> float:
+  for _ in range(warmup):
+    step_fn()
+  start = time.perf_counter()
+  for _ in range(steps):
+    step_fn()
+  return (time.perf_counter() - start) / steps
+
+
+def bench_jax(cfg, batch_size, lengths):
+  import jax
+  import numpy as np
+  from research import models, parallel
+  from research.train import metrics, optimizers, synthetic, tasks
+  from research.train import state as state_lib, step as step_lib
+  mesh = parallel.make_mesh(parallel.MeshConfig())
+  rules = parallel.logical_axis_rules()
+  module = models.build(cfg)
+  tx, schedule = optimizers.make_optimizer(1000)
+  setup = state_lib.make_state_setup(module, cfg.family, tx, mesh, rules)
+  step_config = step_lib.StepConfig()
+  train_fn = step_lib.compile_train_step(
+      step_lib.make_train_step(module, cfg.family, tx, schedule, cfg.z_loss, step_config),
+      setup.shardings, mesh, rules, step_config.constrain_activations)
+  batch_np = synthetic.make_batch(cfg.family, np.random.default_rng(0), batch_size, lengths,
+                                  cfg.vocab_size)
+  batch = parallel.host_batch_to_global(batch_np, parallel.batch_shardings(batch_np, mesh,
+                                                                           rules))
+  holder = {'state': setup.init(0)}
+  start = time.perf_counter()
+  holder['state'], m = train_fn(holder['state'], batch)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - start
+
+  def one():
+    holder['state'], m = train_fn(holder['state'], batch)
+    jax.block_until_ready(m['train_loss'])
+  seconds = _time(one, _STEPS.value, _WARMUP.value)
+  tokens = tasks.tokens_per_batch(cfg.family, batch_np)
+  flops = tasks.flops_per_batch(cfg, batch_np)['chinchilla']
+  peak = metrics.peak_flops_per_device()
+  return {'tokens_per_s': tokens / seconds, 'step_ms': 1e3 * seconds,
+          'mfu': flops / seconds / (jax.device_count() * peak), 'peak_flops': peak,
+          'compile_s': compile_s, 'devices': f'{jax.device_count()} x '
+                                             f'{jax.devices()[0].device_kind}'}
+
+
+def bench_torch(cfg, batch_size, length):
+  """Eager PyTorch GPT-2-style step; the comparison the issue's CPU target names."""
+  import torch
+  import torch.nn.functional as F
+  from torch import nn
+
+  class Block(nn.Module):
+    def __init__(self):
+      super().__init__()
+      d = cfg.d_model
+      self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+      self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+      self.fc, self.out = nn.Linear(d, cfg.d_ff), nn.Linear(cfg.d_ff, d)
+
+    def forward(self, x):
+      b, t, d = x.shape
+      q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+      heads = lambda y: y.view(b, t, cfg.num_heads, d // cfg.num_heads).transpose(1, 2)
+      y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True)
+      x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
+      return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+  class GPT(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
+      self.pos = nn.Embedding(length, cfg.d_model)
+      self.blocks = nn.ModuleList([Block() for _ in range(cfg.num_layers)])
+      self.ln = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, idx):
+      x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
+      for block in self.blocks:
+        x = block(x)
+      return self.ln(x) @ self.tok.weight.T
+
+  torch.manual_seed(0)
+  model = GPT()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+  idx = torch.randint(1, cfg.vocab_size, (batch_size, length))
+  tgt = torch.randint(1, cfg.vocab_size, (batch_size, length))
+
+  def one():
+    loss = F.cross_entropy(model(idx).view(-1, cfg.vocab_size), tgt.view(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+  seconds = _time(one, _STEPS.value, _WARMUP.value)
+  return {'tokens_per_s': batch_size * length / seconds, 'step_ms': 1e3 * seconds,
+          'threads': torch.get_num_threads(),
+          'params': sum(p.numel() for p in model.parameters())}
+
+
+def main(argv):
+  del argv
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  import gin
+  from research import models
+  from research.train import sources, trainer  # pylint: disable=unused-import
+  gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value)
+  cfg = models.TransformerConfig()
+  batch_size = gin.query_parameter('%BATCH_SIZE')
+  lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
+  counts = models.count_params(cfg)
+  print(f'model: {cfg.family}, {counts["total"]:,} params, batch {batch_size}, '
+        f'lengths {lengths}, dtype {cfg.dtype}')
+  result = bench_jax(cfg, batch_size, lengths)
+  print(f'jax   : {result["tokens_per_s"]:,.0f} tokens/s  {result["step_ms"]:.1f} ms/step  '
+        f'MFU {100 * result["mfu"]:.1f}% of {result["peak_flops"] / 1e12:.3g} TFLOP/s/device '
+        f'({result["devices"]}; compile {result["compile_s"]:.1f}s)')
+  if _TORCH.value:
+    if cfg.family != 'decoder':
+      raise app.UsageError('--torch compares decoder-only models')
+    t = bench_torch(cfg, batch_size, lengths['targets'])
+    print(f'torch : {t["tokens_per_s"]:,.0f} tokens/s  {t["step_ms"]:.1f} ms/step  '
+          f'(eager, {t["threads"]} threads, {t["params"]:,} params)')
+    print(f'jax / torch = {result["tokens_per_s"] / t["tokens_per_s"]:.2f}')
+
+
+if __name__ == '__main__':
+  app.run(main)
