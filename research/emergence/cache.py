@@ -1,0 +1,159 @@
+"""One cached output file per (model, checkpoint): everything the metrics need, nothing more.
+
+`score_model(config, params, items)` runs, over the eval items,
+  (1) one teacher-forced pass over prompt + target: log p(target), argmax and sum_v p_v^2 at
+      each target position;
+  (2) one greedy decode (research.decoding, temperature 0, eos = the terminator, at most
+      L + 1 new tokens);
+  (3) for multiple-choice items, the summed log-likelihood of each option's digits;
+and returns a dict of numpy arrays that `save` / `load` write as one .npz. Metrics are
+functions of this dict alone (metrics.item_metrics), so they can be recomputed at will.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from research import decoding
+from research import models
+from research.data import arithmetic
+
+CACHE_VERSION = 1
+
+
+def _right_pad(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
+  out = np.zeros((len(rows), width), np.int32)
+  for r, ids in enumerate(rows):
+    out[r, :len(ids)] = ids
+  return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward_stats(config, params, tokens_bs):
+  """(log_softmax gathered at next tokens, argmax, sum p^2) for every position."""
+  module = models.build(config)
+  segments = (tokens_bs > 0).astype(jnp.int32)
+  positions = jnp.cumsum(segments, axis=1) - 1
+  logits = module.apply({'params': params}, decoder_input_tokens=tokens_bs,
+                        decoder_segment_ids=segments,
+                        decoder_positions=jnp.maximum(positions, 0),
+                        decoder_causal_attention=jnp.zeros_like(tokens_bs))
+  logp_bsv = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  next_bs = jnp.concatenate([tokens_bs[:, 1:], jnp.zeros_like(tokens_bs[:, :1])], 1)
+  logp_next = jnp.take_along_axis(logp_bsv, next_bs[..., None], -1)[..., 0]
+  return logp_next, jnp.argmax(logp_bsv, -1), jnp.sum(jnp.exp(2.0 * logp_bsv), -1)
+
+
+def _batched(n: int, batch_size: int):
+  for start in range(0, n, batch_size):
+    yield start, min(start + batch_size, n)
+
+
+def _forward_in_batches(config, params, sequences, batch_size):
+  """Runs _forward_stats over right-padded sequences in fixed-shape batches."""
+  width = max(len(s) for s in sequences)
+  tokens = _right_pad(sequences, width)
+  outs = []
+  for lo, hi in _batched(len(tokens), batch_size):
+    chunk = tokens[lo:hi]
+    if hi - lo < batch_size:  # one compiled shape: pad the last batch with copies
+      chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - (hi - lo), 0)])
+    outs.append([np.asarray(x)[:hi - lo] for x in _forward_stats(config, params, chunk)])
+  return [np.concatenate(parts) for parts in zip(*outs)]
+
+
+def teacher_forced(config, params, items, batch_size: int = 256) -> dict[str, np.ndarray]:
+  width = max(len(it.target_ids) for it in items)
+  sequences = [it.prompt_ids + it.target_ids for it in items]
+  logp_next, argmax, sum_p2 = _forward_in_batches(config, params, sequences, batch_size)
+  n = len(items)
+  out = {k: np.zeros((n, width), dt) for k, dt in
+         (('logp_target', np.float32), ('argmax', np.int32), ('sum_p2', np.float32),
+          ('target', np.int32), ('target_mask', np.int8))}
+  for i, it in enumerate(items):
+    p, t = len(it.prompt_ids), len(it.target_ids)
+    span = slice(p - 1, p - 1 + t)  # the positions whose next token is a target token
+    out['logp_target'][i, :t] = logp_next[i, span]
+    out['argmax'][i, :t] = argmax[i, span]
+    out['sum_p2'][i, :t] = sum_p2[i, span]
+    out['target'][i, :t] = it.target_ids
+    out['target_mask'][i, :t] = 1
+  return out
+
+
+def greedy(config, params, items, batch_size: int = 256) -> np.ndarray:
+  """[items, max L + 1] greedy continuations (pad after the terminator)."""
+  width = max(len(it.target_ids) for it in items)
+  out = np.zeros((len(items), width), np.int32)
+  groups: dict = {}
+  for i, it in enumerate(items):  # same prompt length and L within a group: no padding
+    groups.setdefault((len(it.prompt_ids), it.length), []).append(i)
+  for (_, length), rows in sorted(groups.items()):
+    decode_config = decoding.DecodeConfig(strategy='greedy', max_new_tokens=length + 1,
+                                          eos_id=arithmetic.TERMINATOR_ID,
+                                          pad_id=arithmetic.PAD_ID)
+    for lo, hi in _batched(len(rows), batch_size):
+      idx = rows[lo:hi]
+      prompts = [items[i].prompt_ids for i in idx]
+      prompts += [prompts[0]] * (batch_size - len(prompts)) if len(rows) > batch_size else []
+      result = decoding.generate(config, params, prompts, decode_config)
+      tokens = np.asarray(result.best)[:len(idx)]
+      out[idx, :length + 1] = tokens
+  return out
+
+
+def multiple_choice(config, params, items, batch_size: int = 256
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """([items, 4] summed log p of each option's digits, [items] gold index; -1 if none)."""
+  logp = np.zeros((len(items), 4), np.float32)
+  gold = np.array([it.gold for it in items], np.int32)
+  sequences, where = [], []
+  for i, it in enumerate(items):
+    for j, option in enumerate(it.options):
+      sequences.append(it.prompt_ids + arithmetic.encode(option))
+      where.append((i, j, len(it.prompt_ids), len(option)))
+  if not sequences:
+    return logp, gold
+  logp_next, _, _ = _forward_in_batches(config, params, sequences, batch_size)
+  for row, (i, j, p, t) in enumerate(where):
+    logp[i, j] = logp_next[row, p - 1:p - 1 + t].astype(np.float64).sum()
+  return logp, gold
+
+
+def score_model(config: models.TransformerConfig, params, items, *,
+                with_mc: bool = True, batch_size: int = 256) -> dict[str, np.ndarray]:
+  """The cache dict of one model over `items` (arithmetic.Item list)."""
+  params = nn.meta.unbox(params)
+  cache = teacher_forced(config, params, items, batch_size)
+  cache['generated'] = greedy(config, params, items, batch_size)
+  if with_mc:
+    cache['mc_logp'], cache['mc_gold'] = multiple_choice(config, params, items, batch_size)
+  cache.update(
+      item_id=np.array([it.item_id for it in items]),
+      task=np.array([it.task for it in items]),
+      length=np.array([it.length for it in items], np.int32),
+      terminator=np.array(arithmetic.TERMINATOR_ID, np.int32),
+      version=np.array(CACHE_VERSION, np.int32))
+  return cache
+
+
+def save(path: str, cache: dict) -> None:
+  """Writes atomically (a reader never sees half a file)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + '.tmp.npz'
+  np.savez_compressed(tmp, **cache)
+  os.replace(tmp, path)
+
+
+def load(path: str) -> dict[str, np.ndarray]:
+  with np.load(path, allow_pickle=False) as data:
+    cache = {k: data[k] for k in data.files}
+  if int(cache.get('version', -1)) != CACHE_VERSION:
+    raise ValueError(f'{path}: cache version {cache.get("version")} != {CACHE_VERSION}')
+  return cache
