@@ -1,0 +1,181 @@
+"""results.csv: one row per (run, eval step) of a sweep, the input of every scaling fit.
+
+Read from each run directory's `run_info.json` and `metrics.jsonl` (DESIGN.md), plus the
+sweep's `sweep.json` for what the grid meant by the run (its IsoFLOP or token budget, size
+name). Only finished runs (completion marker present) with a readable history are kept; every
+other run is listed in the report with the reason, never averaged in silently.
+
+Columns (besides those of DESIGN.md): parameter counts by convention (`n_params` total,
+`n_params_nonembed`, `n_params_embedding`), FLOPs by every convention of
+research.models.accounting (`flops_6N`, `flops_6N_nonembed`, `flops_kaplan`,
+`flops_chinchilla`; `flops` is the trainer's C = 6ND), `flop_budget` (IsoFLOP sweeps) and
+`token_budget`, and `final` (the row of the last step of the run).
+"""
+import csv
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from typing import Iterable, Optional
+
+COMPLETION_MARKER = 'COMPLETED'  # research.train.trainer.COMPLETION_MARKER
+PLAN_FILE = 'sweep.json'
+FLOP_CONVENTIONS = ('6N', '6N_nonembed', 'kaplan', 'chinchilla')
+
+COLUMNS = (
+    'run_id', 'family', 'objective', 'size', 'seed', 'n_params', 'n_params_nonembed',
+    'n_params_embedding', 'd_model', 'num_layers', 'num_heads', 'd_ff', 'vocab_size',
+    'batch_size', 'seq_len', 'train_steps', 'flop_budget', 'token_budget', 'step', 'tokens',
+    'flops', *[f'flops_{c}' for c in FLOP_CONVENTIONS], 'train_loss', 'eval_loss',
+    'eval_accuracy', 'learning_rate', 'final')
+
+
+@dataclasses.dataclass
+class Report:
+  rows: list
+  runs: list      # run_ids kept
+  excluded: dict  # run_id -> why it was left out
+
+  def lines(self) -> list[str]:
+    out = [f'results: {len(self.rows)} rows from {len(self.runs)} finished runs'
+           + (f'; {len(self.excluded)} left out:' if self.excluded else '')]
+    out += [f'  {run_id}: {why}' for run_id, why in sorted(self.excluded.items())]
+    return out
+
+
+class RunError(ValueError):
+  """A run directory that cannot be read as a finished run."""
+
+
+def _finite(value) -> Optional[float]:
+  try:
+    x = float(value)
+  except (TypeError, ValueError):
+    return None
+  return x if math.isfinite(x) else None
+
+
+def _read_metrics(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    raise RunError('no metrics.jsonl')
+  rows = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      if not line.endswith('\n'):
+        raise RunError(f'metrics.jsonl line {number} is torn')
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        raise RunError(f'metrics.jsonl line {number} is not JSON') from None
+  steps = [r.get('step') for r in rows]
+  if any(not isinstance(s, int) for s in steps):
+    raise RunError('metrics.jsonl has a row without an integer step')
+  if any(b <= a for a, b in zip(steps, steps[1:])):
+    raise RunError('metrics.jsonl steps are not increasing')
+  return rows
+
+
+def read_run(run_dir: str, point: Optional[dict] = None) -> list[dict]:
+  """The results rows of one finished run; RunError says why a run is not usable."""
+  if not os.path.exists(os.path.join(run_dir, COMPLETION_MARKER)):
+    raise RunError('unfinished (no completion marker)')
+  try:
+    with open(os.path.join(run_dir, 'run_info.json')) as f:
+      info = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise RunError(f'run_info.json unreadable: {e}') from None
+  metrics = _read_metrics(os.path.join(run_dir, 'metrics.jsonl'))
+  evals = [m for m in metrics if 'eval_loss' in m]
+  if not evals:
+    raise RunError('no eval steps in metrics.jsonl')
+  bad = [m['step'] for m in evals if _finite(m['eval_loss']) is None]
+  if bad:
+    raise RunError(f'non-finite eval_loss at step(s) {bad}')
+  if metrics[-1]['step'] != info.get('train_steps'):
+    raise RunError(f'metrics.jsonl ends at step {metrics[-1]["step"]}, run_info.json says '
+                   f'{info.get("train_steps")} steps')
+  point = point or {}
+  arch = info.get('architecture', {})
+  lengths = info.get('feature_lengths', {})
+  seq_len = (lengths.get('targets', 0) + lengths.get('inputs', 0)
+             if info.get('family') == 'decoder' else lengths.get('targets'))
+  base = {
+      'run_id': os.path.basename(os.path.normpath(run_dir)), 'family': info.get('family'),
+      'objective': info.get('objective'), 'size': point.get('size'),
+      'seed': info.get('seed'), 'n_params': info.get('n_params'),
+      'n_params_nonembed': info.get('n_params_nonembed'),
+      'n_params_embedding': info.get('n_params_embedding'),
+      **{k: arch.get(k) for k in ('d_model', 'num_layers', 'num_heads', 'd_ff',
+                                  'vocab_size')},
+      'batch_size': info.get('batch_size'), 'seq_len': seq_len,
+      'train_steps': info.get('train_steps'), 'flop_budget': point.get('flop_budget'),
+      'token_budget': point.get('token_budget')}
+  rows = []
+  for m in evals:
+    row = dict(base)
+    row.update({k: m.get(k) for k in ('step', 'tokens', 'flops', 'train_loss', 'eval_loss',
+                                      'eval_accuracy', 'learning_rate')})
+    row.update({f'flops_{c}': m.get(f'flops_{c}') for c in FLOP_CONVENTIONS})
+    row['final'] = m['step'] == metrics[-1]['step']
+    rows.append(row)
+  return rows
+
+
+def _run_dirs(sweep_dir: str) -> Iterable[tuple[str, dict]]:
+  """(run_dir, point) for every run of the sweep: from sweep.json, else every subdirectory
+  with a run_info.json (a hand-assembled collection of runs)."""
+  plan_path = os.path.join(sweep_dir, PLAN_FILE)
+  if os.path.exists(plan_path):
+    with open(plan_path) as f:
+      for point in json.load(f)['points']:
+        yield os.path.join(sweep_dir, point['run_id']), point
+    return
+  for name in sorted(os.listdir(sweep_dir)):
+    path = os.path.join(sweep_dir, name)
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, 'run_info.json')):
+      yield path, {}
+
+
+def collect(sweep_dir: str) -> Report:
+  rows, runs, excluded = [], [], {}
+  for run_dir, point in _run_dirs(sweep_dir):
+    run_id = os.path.basename(run_dir)
+    if not os.path.isdir(run_dir):
+      excluded[run_id] = 'never started'
+      continue
+    try:
+      rows.extend(read_run(run_dir, point))
+      runs.append(run_id)
+    except RunError as e:
+      excluded[run_id] = str(e)
+  return Report(rows, runs, excluded)
+
+
+def write_csv_atomic(rows: list[dict], path: str, columns=COLUMNS) -> None:
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-results-', suffix='.csv')
+  with os.fdopen(fd, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction='ignore')
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: ('' if row.get(k) is None else row.get(k)) for k in columns})
+  os.chmod(tmp, 0o644)
+  os.replace(tmp, path)
+
+
+def write_results(sweep_dir: str, path: Optional[str] = None) -> tuple[str, Report]:
+  """Aggregates the sweep into `path` (default SWEEP_DIR/results.csv); returns it and why
+  any run was left out."""
+  report = collect(sweep_dir)
+  path = path or os.path.join(sweep_dir, 'results.csv')
+  write_csv_atomic(report.rows, path)
+  return path, report
+
+
+def load(path: str):
+  """results.csv as a pandas DataFrame (what notebooks and the fits start from)."""
+  import pandas as pd
+  return pd.read_csv(path)
