@@ -1,0 +1,202 @@
+"""Sweep planning and results.csv aggregation, without training anything."""
+import csv
+import json
+import os
+
+import gin
+import pytest
+
+from research import models
+from research.scaling import results
+from research.scaling import sweep
+
+
+def _config(**overrides):
+  base = dict(
+      sizes=sweep.depth_width_sizes(depths=(1, 2), widths=(16, 32), head_dim=16),
+      flop_budgets=(6e8, 1.2e9), run_gin_files=('gin_configs/runs/tiny.gin',),
+      run_bindings=('BATCH_SIZE = 4', "TASK_FEATURE_LENGTHS = {'targets': 64}"),
+      min_steps=10)
+  base.update(overrides)
+  return sweep.SweepConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+  yield
+  gin.clear_config()
+
+
+def test_isoflop_points_spend_their_budget():
+  points, skipped = sweep.plan(_config())
+  assert skipped == []
+  assert len(points) == 4
+  for p in points:
+    tokens_per_step = 4 * 64
+    assert p.tokens == p.train_steps * tokens_per_step
+    # D = C / FLOPs-per-token, rounded to whole steps.
+    spent = p.flops_per_token * p.tokens
+    assert abs(spent - p.flop_budget) <= p.flops_per_token * tokens_per_step / 2 + 1
+    config = models.TransformerConfig(vocab_size=384, max_length=128, d_model=16 if
+                                      'd16' in p.size else 32, num_layers=1 if 'L1' in
+                                      p.size else 2, num_heads=1 if 'd16' in p.size else 2,
+                                      d_ff=64 if 'd16' in p.size else 128)
+    assert p.n_params == models.count_params(config)['total']
+    assert p.flops_per_token == pytest.approx(models.flops_per_token(config, 64)['6N'])
+    assert f'TRAIN_STEPS = {p.train_steps}' in p.bindings
+    assert "trainer.train.objective = 'causal_lm'" in p.bindings
+    assert 'trainer.train.seed = 0' in p.bindings
+
+
+def test_run_ids_are_deterministic_and_readable():
+  first, _ = sweep.plan(_config(seeds=(0, 1)))
+  second, _ = sweep.plan(_config(seeds=(0, 1)))
+  assert [p.run_id for p in first] == [p.run_id for p in second]
+  assert len({p.run_id for p in first}) == 8
+  assert 'C6e8-L1d16-decoder-causal_lm-s1' in {p.run_id for p in first}
+  assert sweep.make_run_id('L2d64', 'decoder', 'prefix_lm', 3, flop_budget=3e17) == (
+      'C3e17-L2d64-decoder-prefix_lm-s3')
+  assert sweep.make_run_id('x', 'decoder', 'causal_lm', 0, token_budget=2.5e6) == (
+      'D2.5e6-x-decoder-causal_lm-s0')
+
+
+def test_token_budgets_train_every_size_on_the_same_tokens():
+  points, _ = sweep.plan(_config(flop_budgets=(), token_budgets=(2560,)))
+  assert {p.train_steps for p in points} == {10}
+  assert {p.token_budget for p in points} == {2560.0}
+  assert all(p.flop_budget is None for p in points)
+
+
+def test_points_too_large_for_a_budget_or_misconfigured_are_left_out_with_a_reason():
+  sizes = dict(sweep.depth_width_sizes(depths=(1, 2), widths=(16, 32), head_dim=16))
+  sizes['odd'] = {'TransformerConfig.d_model': 30, 'TransformerConfig.num_heads': 4}
+  points, skipped = sweep.plan(_config(sizes=sizes, flop_budgets=(6e8,),
+                                       objectives=('causal_lm', 'no_such_objective')))
+  reasons = dict(skipped)
+  assert [p.run_id for p in points] == ['C6e8-L1d16-decoder-causal_lm-s0',
+                                        'C6e8-L2d32-decoder-causal_lm-s0']
+  assert 'no gin file' in reasons['C6e8-L1d16-decoder-no_such_objective-s0']
+  assert 'does not divide' in reasons['C6e8-odd-decoder-causal_lm-s0']
+  _, skipped = sweep.plan(_config(min_steps=20, flop_budgets=(6e8,)))
+  assert 'min_steps=20' in dict(skipped)['C6e8-L2d32-decoder-causal_lm-s0']
+
+
+def test_bad_grids_fail_with_one_clear_message():
+  with pytest.raises(sweep.SweepError, match='exactly one of'):
+    sweep.plan(_config(token_budgets=(1e6,)))
+  with pytest.raises(sweep.SweepError, match='not a multiple of head_dim'):
+    sweep.depth_width_sizes(depths=(1,), widths=(40,), head_dim=32)
+  with pytest.raises(sweep.SweepError, match='unknown executor'):
+    sweep.make_executor('kubernetes', '/tmp')
+
+
+def test_depth_width_rule_keeps_the_aspect_ratio():
+  sizes = sweep.depth_width_sizes(depths=(1, 2, 4), width_per_layer=64, head_dim=32)
+  assert list(sizes) == ['L1d64', 'L2d128', 'L4d256']
+  for params in sizes.values():
+    d, depth = params['TransformerConfig.d_model'], params['TransformerConfig.num_layers']
+    assert d / depth == 64
+    assert params['TransformerConfig.num_heads'] * 32 == d
+    assert params['TransformerConfig.d_ff'] == 4 * d
+
+
+def test_command_runs_train_py_in_the_run_directory():
+  config = _config()
+  point = sweep.plan(config)[0][0]
+  cmd = sweep.command(config, point, '/sweeps/x/' + point.run_id)
+  assert cmd[1].endswith('experiments/train.py')
+  assert cmd[-1] == f'--workdir=/sweeps/x/{point.run_id}'
+  assert any(c.endswith('gin_configs/objectives/causal_lm.gin') for c in cmd)
+  assert f'--gin_bindings=TRAIN_STEPS = {point.train_steps}' in cmd
+
+
+def test_a_run_directory_of_another_configuration_is_refused(tmp_path):
+  config = _config()
+  point = sweep.plan(config)[0][0]
+  run = sweep._Run(point, str(tmp_path))
+  (tmp_path / sweep.POINT_FILE).write_text(json.dumps({'bindings': ['TRAIN_STEPS = 1']}))
+  with pytest.raises(sweep.SweepError, match='different configuration'):
+    sweep._check_point_file(run)
+
+
+def test_eta_model_is_linear_in_flops():
+  eta = sweep.EtaModel()
+  assert eta.predict(1.0) is None
+  eta.add(1e9, 12.0)
+  assert eta.predict(2e9) == pytest.approx(24.0)
+  eta.add(3e9, 16.0)  # 10 s overhead + 2 s per GFLOP
+  assert eta.predict(5e9) == pytest.approx(20.0)
+
+
+# ------------------------------------------------------------------------------------------
+# results.csv
+
+def _fake_run(root, run_id, steps=30, eval_every=10, marker=True, nan_at=None, torn=False):
+  run_dir = root / run_id
+  run_dir.mkdir()
+  info = {'family': 'decoder', 'objective': 'causal_lm', 'seed': 0, 'n_params': 1000,
+          'n_params_nonembed': 600, 'n_params_embedding': 400, 'train_steps': steps,
+          'batch_size': 4, 'feature_lengths': {'targets': 64},
+          'architecture': {'d_model': 16, 'num_layers': 1, 'num_heads': 1, 'd_ff': 64,
+                           'vocab_size': 384}}
+  (run_dir / 'run_info.json').write_text(json.dumps(info))
+  lines = []
+  for step in range(5, steps + 1, 5):
+    row = {'step': step, 'train_loss': 5.0 - step / 100, 'tokens': step * 256,
+           'flops': 6000.0 * step * 256, 'learning_rate': 1e-3}
+    row.update({f'flops_{c}': 1.0 * step for c in results.FLOP_CONVENTIONS})
+    if step % eval_every == 0:
+      row['eval_loss'] = 'nan' if step == nan_at else 5.1 - step / 100
+    lines.append(json.dumps(row) + '\n')
+  text = ''.join(lines)
+  (run_dir / 'metrics.jsonl').write_text(text + ('{"step": 99, "tra' if torn else ''))
+  if marker:
+    (run_dir / results.COMPLETION_MARKER).write_text('{}')
+  return run_dir
+
+
+def test_results_have_one_row_per_eval_step_with_every_convention(tmp_path):
+  _fake_run(tmp_path, 'C1e9-a-decoder-causal_lm-s0')
+  plan = {'points': [{'run_id': 'C1e9-a-decoder-causal_lm-s0', 'size': 'a',
+                      'flop_budget': 1e9, 'token_budget': None}]}
+  (tmp_path / results.PLAN_FILE).write_text(json.dumps(plan))
+  path, report = results.write_results(str(tmp_path))
+  assert report.excluded == {}
+  with open(path) as f:
+    rows = list(csv.DictReader(f))
+  assert [int(r['step']) for r in rows] == [10, 20, 30]
+  assert [r['final'] for r in rows] == ['False', 'False', 'True']
+  required = ('run_id', 'family', 'objective', 'n_params', 'n_params_nonembed', 'tokens',
+              'flops', 'step', 'train_loss', 'eval_loss', 'flops_6N', 'flops_kaplan',
+              'flops_chinchilla', 'flops_6N_nonembed', 'flop_budget')
+  for column in required:
+    assert all(r[column] != '' for r in rows), column
+  assert rows[0]['flop_budget'] == '1000000000.0' and rows[0]['size'] == 'a'
+  assert float(rows[-1]['eval_loss']) == pytest.approx(4.8)
+  assert [p for p in os.listdir(tmp_path) if p.startswith('.tmp')] == []
+  assert list(results.load(path).columns) == list(results.COLUMNS)
+
+
+def test_unfinished_and_corrupt_runs_are_reported_and_left_out(tmp_path):
+  _fake_run(tmp_path, 'good')
+  _fake_run(tmp_path, 'unfinished', marker=False)
+  _fake_run(tmp_path, 'torn', torn=True)
+  _fake_run(tmp_path, 'diverged', nan_at=20)
+  _fake_run(tmp_path, 'no_evals', eval_every=1000)
+  _fake_run(tmp_path, 'short', steps=30).joinpath('run_info.json').write_text(
+      json.dumps({'train_steps': 50}))
+  report = results.collect(str(tmp_path))
+  assert report.runs == ['good']
+  assert {r['run_id'] for r in report.rows} == {'good'}
+  assert report.excluded['unfinished'].startswith('unfinished')
+  assert 'torn' in report.excluded['torn']
+  assert 'non-finite eval_loss at step(s) [20]' in report.excluded['diverged']
+  assert 'no eval steps' in report.excluded['no_evals']
+  assert 'ends at step 30' in report.excluded['short']
+  assert '5 left out' in report.lines()[0]
+
+
+def test_a_planned_run_that_never_started_is_reported(tmp_path):
+  (tmp_path / results.PLAN_FILE).write_text(json.dumps({'points': [{'run_id': 'later'}]}))
+  report = results.collect(str(tmp_path))
+  assert report.excluded == {'later': 'never started'} and report.rows == []
