@@ -88,23 +88,28 @@ def teacher_forced(config, params, items, batch_size: int = 256) -> dict[str, np
 
 
 def greedy(config, params, items, batch_size: int = 256) -> np.ndarray:
-  """[items, max L + 1] greedy continuations (pad after the terminator)."""
+  """[items, max L + 1] greedy continuations (pad after the terminator).
+
+  One compiled shape for the whole eval set: prompts left-padded to the longest, batches of
+  `batch_size` rows, max L + 1 new tokens; each item keeps its first L + 1 tokens (a row
+  stops at its terminator, so extra steps never change what an item keeps).
+  """
   width = max(len(it.target_ids) for it in items)
+  prompt_width = max(len(it.prompt_ids) for it in items)
+  decode_config = decoding.DecodeConfig(strategy='greedy', max_new_tokens=width,
+                                        eos_id=arithmetic.TERMINATOR_ID,
+                                        pad_id=arithmetic.PAD_ID)
   out = np.zeros((len(items), width), np.int32)
-  groups: dict = {}
-  for i, it in enumerate(items):  # same prompt length and L within a group: no padding
-    groups.setdefault((len(it.prompt_ids), it.length), []).append(i)
-  for (_, length), rows in sorted(groups.items()):
-    decode_config = decoding.DecodeConfig(strategy='greedy', max_new_tokens=length + 1,
-                                          eos_id=arithmetic.TERMINATOR_ID,
-                                          pad_id=arithmetic.PAD_ID)
-    for lo, hi in _batched(len(rows), batch_size):
-      idx = rows[lo:hi]
-      prompts = [items[i].prompt_ids for i in idx]
-      prompts += [prompts[0]] * (batch_size - len(prompts)) if len(rows) > batch_size else []
-      result = decoding.generate(config, params, prompts, decode_config)
-      tokens = np.asarray(result.best)[:len(idx)]
-      out[idx, :length + 1] = tokens
+  rows = min(batch_size, len(items))
+  for lo, hi in _batched(len(items), rows):
+    prompts = [it.prompt_ids for it in items[lo:hi]]
+    prompts += [prompts[0]] * (rows - len(prompts))
+    result = decoding.generate(config, params,
+                               decoding.pad_prompts(prompts, arithmetic.PAD_ID, prompt_width),
+                               decode_config)
+    out[lo:hi] = np.asarray(result.best)[:hi - lo]
+  for i, it in enumerate(items):
+    out[i, it.length + 1:] = arithmetic.PAD_ID
   return out
 
 

@@ -1,0 +1,103 @@
+"""Figures from emergence.csv (the notebook calls the same functions).
+
+  fig3_<metric>.png   Schaeffer et al. (2023) Fig. 3 style: metric vs parameters (log x,
+                      linear y), one line per answer length L, mean over seeds.
+  fig4_exact_match_log.png   Fig. 4 style: exact match on a log y axis, with Clopper-Pearson
+                      intervals pooled over seeds (zero hits drawn at their upper bound).
+  du_vs_loss.png      Du et al. (2024): exact match and 1 - TED/L against answer-token loss,
+                      one point per run x checkpoint x L.
+"""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from research.emergence import sharpness  # noqa: E402
+
+FIG3_METRICS = ('exact_match', 'one_minus_ted_over_L', 'answer_logp', 'brier', 'mc_grade')
+
+
+def _finals(table: pd.DataFrame, task: str = 'add') -> pd.DataFrame:
+  return table[(table['final']) & (table['task'] == task)]
+
+
+def fig3(table: pd.DataFrame, metric: str, ax=None):
+  ax = ax or plt.figure(figsize=(5, 3.6)).gca()
+  data = _finals(table)
+  data = data[data['metric'] == metric]
+  colors = plt.cm.viridis(np.linspace(0, 1, 8))
+  for length, group in data.groupby('L'):
+    curve = group.groupby('n_params')['value'].mean()
+    ax.plot(curve.index, curve.values, 'o-', color=colors[(int(length) - 1) % 8],
+            label=f'L={length}', ms=3)
+  ax.set_xscale('log')
+  ax.set_xlabel('parameters')
+  ax.set_ylabel(metric)
+  ax.legend(fontsize=6, ncol=2)
+  return ax
+
+
+def fig4(table: pd.DataFrame, ax=None):
+  ax = ax or plt.figure(figsize=(5, 3.6)).gca()
+  data = _finals(table)
+  data = data[data['metric'] == 'exact_match']
+  colors = plt.cm.viridis(np.linspace(0, 1, 8))
+  for length, group in data.groupby('L'):
+    pooled = group.groupby('n_params')[['successes', 'n_items']].sum()
+    k, n = pooled['successes'].values, pooled['n_items'].values
+    low, high = sharpness.clopper_pearson(k, n)
+    rate = np.where(k > 0, k / n, high)  # zero hits: plot the upper bound, open marker
+    color = colors[(int(length) - 1) % 8]
+    ax.errorbar(pooled.index, rate, yerr=[rate - np.maximum(low, 1e-12), high - rate],
+                fmt='-', color=color, label=f'L={length}', capsize=2)
+    ax.scatter(pooled.index[k > 0], rate[k > 0], color=color, s=10)
+    ax.scatter(pooled.index[k == 0], rate[k == 0], facecolors='none', edgecolors=color, s=10)
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel('parameters')
+  ax.set_ylabel('exact match (95% Clopper-Pearson)')
+  ax.legend(fontsize=6, ncol=2)
+  return ax
+
+
+def du_vs_loss(table: pd.DataFrame, axes=None):
+  if axes is None:
+    _, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+  data = table[table['task'] == 'add']
+  loss = data[data['metric'] == 'answer_token_loss'].set_index(['run_id', 'step', 'L'])['value']
+  colors = plt.cm.viridis(np.linspace(0, 1, 8))
+  for ax, metric in zip(axes, ('exact_match', 'one_minus_ted_over_L')):
+    y = data[data['metric'] == metric].set_index(['run_id', 'step', 'L'])['value']
+    joined = pd.concat([loss.rename('loss'), y.rename('y')], axis=1).dropna().reset_index()
+    for length, group in joined.groupby('L'):
+      ax.scatter(group['loss'], group['y'], s=8, color=colors[(int(length) - 1) % 8],
+                 label=f'L={length}')
+    ax.invert_xaxis()
+    ax.set_xlabel('answer-token loss (nats)')
+    ax.set_ylabel(metric)
+  axes[0].legend(fontsize=6, ncol=2)
+  return axes
+
+
+def all_figures(table: pd.DataFrame, out_dir: str) -> list[str]:
+  written = []
+
+  def save(fig, name):
+    path = os.path.join(out_dir, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+
+  for metric in FIG3_METRICS:
+    if (table['metric'] == metric).any():
+      ax = fig3(table, metric)
+      save(ax.figure, f'fig3_{metric}.png')
+  save(fig4(table).figure, 'fig4_exact_match_log.png')
+  save(du_vs_loss(table)[0].figure, 'du_vs_loss.png')
+  return written

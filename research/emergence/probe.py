@@ -1,0 +1,217 @@
+"""Scores every run of a sweep: checkpoints -> caches -> emergence.csv and sharpness.csv.
+
+A run directory (DESIGN.md) is usable when it has a readable run_info.json, the completion
+marker and at least one restorable checkpoint; anything else is reported run by run and
+skipped, never averaged in. Every checkpoint present (final and intermediate) is scored into
+`<out>/cache/<run_id>/step_<step>.npz` (reused if present: the metrics are recomputed from it).
+
+emergence.csv: one row per run x checkpoint x task x L x metric, with
+  run_id, seed, n_params, n_params_nonembed, step, final, task, L, metric, value, n_items,
+  successes, ci_low, ci_high     (Clopper-Pearson for 0/1 metrics, else empty)
+sharpness.csv: per (task, L, metric) over the final checkpoints: onset index with a bootstrap
+  interval over items and seeds, breakthroughness, linearity, and for exact match the paired
+  difference A(exact_match) - A(1 - TED/L) with its interval.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from research.data import arithmetic
+from research.emergence import cache as cache_lib
+from research.emergence import metrics as metrics_lib
+from research.emergence import sharpness
+
+COMPLETION_MARKER = 'COMPLETED'  # research.train.trainer.COMPLETION_MARKER (no train import)
+BINARY_METRICS = ('exact_match', 'argmax_all_correct', 'mc_grade')
+
+
+@dataclasses.dataclass
+class Run:
+  run_id: str
+  path: str
+  info: dict
+  steps: list
+
+
+def find_runs(sweep_dir: str) -> tuple[list[Run], list[tuple[str, str]]]:
+  """(usable runs, [(run_id, why skipped)]): every subdirectory with a run_info.json or a
+  checkpoints/ folder is a run."""
+  usable, skipped = [], []
+  if not os.path.isdir(sweep_dir):
+    raise ValueError(f'--sweep_dir {sweep_dir!r} is not a directory')
+  for name in sorted(os.listdir(sweep_dir)):
+    path = os.path.join(sweep_dir, name)
+    if not os.path.isdir(path) or not (os.path.exists(os.path.join(path, 'run_info.json'))
+                                       or os.path.isdir(os.path.join(path, 'checkpoints'))):
+      continue
+    try:
+      with open(os.path.join(path, 'run_info.json')) as f:
+        info = json.load(f)
+      arch = info['architecture']
+    except (OSError, ValueError, KeyError) as e:
+      skipped.append((name, f'corrupt run_info.json ({type(e).__name__}: {e})'))
+      continue
+    if arch.get('family') != 'decoder' or arch.get('vocab_size') != arithmetic.VOCAB_SIZE:
+      skipped.append((name, f"not an arithmetic decoder (family={arch.get('family')}, "
+                            f"vocab_size={arch.get('vocab_size')})"))
+      continue
+    if not os.path.exists(os.path.join(path, COMPLETION_MARKER)):
+      skipped.append((name, 'unfinished (no completion marker)'))
+      continue
+    ckpt_dir = os.path.join(path, 'checkpoints')
+    steps = sorted(int(d) for d in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else [])
+                   if d.isdigit() and int(d) > 0)
+    if not steps:
+      skipped.append((name, 'no checkpoints after step 0'))
+      continue
+    usable.append(Run(name, path, info, steps))
+  return usable, skipped
+
+
+def load_params(run: Run, step: int):
+  """Parameters of one checkpoint (orbax, restored without a target: plain arrays)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  state_dir = os.path.join(run.path, 'checkpoints', str(step), 'state')
+  restored = ocp.StandardCheckpointer().restore(os.path.abspath(state_dir))
+  params = restored['params'] if isinstance(restored, dict) else restored.params
+  return params
+
+
+def model_config(run: Run):
+  from research import models  # pylint: disable=g-import-not-at-top
+  return models.TransformerConfig(**run.info['architecture'])
+
+
+def score_run(run: Run, items, out_dir: str, *, with_mc: bool = True,
+              log=print) -> dict[int, dict]:
+  """{step: cache} for every checkpoint of `run`; caches are written once and reused."""
+  caches = {}
+  for step in run.steps:
+    path = os.path.join(out_dir, 'cache', run.run_id, f'step_{step}.npz')
+    if os.path.exists(path):
+      caches[step] = cache_lib.load(path)
+      continue
+    try:
+      params = load_params(run, step)
+    except Exception as e:  # pylint: disable=broad-except  # orbax raises many types
+      log(f'probe: {run.run_id}: checkpoint {step} unreadable ({type(e).__name__}); skipped')
+      continue
+    caches[step] = cache_lib.score_model(model_config(run), params, items, with_mc=with_mc)
+    cache_lib.save(path, caches[step])
+  return caches
+
+
+def rows_of(run: Run, step: int, final: bool, cache: dict) -> list[dict]:
+  per_item = metrics_lib.item_metrics(cache)
+  base = {'run_id': run.run_id, 'seed': run.info.get('seed'),
+          'n_params': run.info.get('n_params'),
+          'n_params_nonembed': run.info.get('n_params_nonembed'), 'step': step,
+          'final': final}
+  rows = []
+  for task in np.unique(cache['task']):
+    for length in np.unique(cache['length'][cache['task'] == task]):
+      select = (cache['task'] == task) & (cache['length'] == length)
+      for metric, values in per_item.items():
+        v = values[select]
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+          continue
+        row = dict(base, task=str(task), L=int(length), metric=metric,
+                   value=float(np.mean(v)), n_items=int(v.size), successes=np.nan,
+                   ci_low=np.nan, ci_high=np.nan)
+        if metric in BINARY_METRICS:
+          k = int(v.sum())
+          low, high = sharpness.clopper_pearson(k, v.size)
+          row.update(successes=k, ci_low=float(low), ci_high=float(high))
+        rows.append(row)
+      # Du et al. / the identity: exact match against the product of per-position accuracy
+      acc = metrics_lib.teacher_forced_scores(
+          cache['logp_target'], cache['sum_p2'], cache['argmax'], cache['target'],
+          cache['target_mask'])['correct'][select]
+      width = int(length) + 1
+      rows.append(dict(base, task=str(task), L=int(length),
+                       metric='product_position_accuracy',
+                       value=float(np.prod(acc[:, :width].mean(0))), n_items=int(select.sum()),
+                       successes=np.nan, ci_low=np.nan, ci_high=np.nan))
+  return rows
+
+
+def per_item_finals(runs: Sequence[Run], caches: dict, task: str, length: int,
+                    metric: str) -> tuple[list[float], list[np.ndarray]]:
+  """(sorted sizes, one [seeds, items] array per size) of final-checkpoint item scores."""
+  by_size: dict = {}
+  for run in runs:
+    if run.run_id not in caches or not caches[run.run_id]:
+      continue
+    cache = caches[run.run_id][max(caches[run.run_id])]
+    select = (cache['task'] == task) & (cache['length'] == length)
+    values = metrics_lib.item_metrics(cache)[metric][select]
+    by_size.setdefault(run.info['n_params'], []).append(values)
+  sizes = sorted(by_size)
+  return sizes, [np.stack(by_size[s]) for s in sizes]
+
+
+def sharpness_table(runs, caches, num_samples: int = 1000, seed: int = 0) -> pd.DataFrame:
+  rows = []
+  metrics_to_score = ('exact_match', 'one_minus_ted_over_L', 'answer_logp',
+                      'per_token_accuracy', 'brier', 'mc_grade', 'mc_brier')
+  groups = [('add', L) for L in arithmetic.LENGTHS] + [('mul', arithmetic.MUL_LENGTH)]
+  for task, length in groups:
+    for metric in metrics_to_score:
+      if task == 'mul' and metric.startswith('mc_'):
+        continue
+      sizes, arrays = per_item_finals(runs, caches, task, length, metric)
+      if len(sizes) < 3:
+        continue
+      y = sharpness.curve(arrays)
+      row = {'task': task, 'L': length, 'metric': metric, 'n_sizes': len(sizes),
+             **sharpness.summarize(y)}
+      boot = sharpness.bootstrap(arrays, num_samples=num_samples, seed=seed)
+      row.update(onset_low=boot['low'], onset_high=boot['high'])
+      if metric == 'exact_match':
+        _, other = per_item_finals(runs, caches, task, length, 'one_minus_ted_over_L')
+        diff = sharpness.bootstrap(arrays, num_samples=num_samples, seed=seed,
+                                   paired_with=other)
+        row.update(diff_vs_ted=diff['estimate'], diff_low=diff['low'],
+                   diff_high=diff['high'])
+      rows.append(row)
+  return pd.DataFrame(rows)
+
+
+def probe(sweep_dir: str, out_dir: str, *, n_per_length: int = 200, with_mc: bool = True,
+          bootstrap_samples: int = 1000, figures: bool = True, log=print) -> dict:
+  """The whole probe; returns {'runs', 'skipped', 'csv', 'sharpness_csv', 'figures'}."""
+  runs, skipped = find_runs(sweep_dir)
+  for run_id, why in skipped:
+    log(f'probe: skipped {run_id}: {why}')
+  if not runs:
+    raise ValueError(f'no usable runs in {sweep_dir} ({len(skipped)} skipped)')
+  os.makedirs(out_dir, exist_ok=True)
+  items = arithmetic.eval_items(n_per_length)
+  caches, rows = {}, []
+  for run in runs:
+    log(f'probe: scoring {run.run_id} ({len(run.steps)} checkpoints)')
+    caches[run.run_id] = score_run(run, items, out_dir, with_mc=with_mc, log=log)
+    final = max(caches[run.run_id], default=None)
+    for step, cache in sorted(caches[run.run_id].items()):
+      rows.extend(rows_of(run, step, step == final, cache))
+  table = pd.DataFrame(rows)
+  csv_path = os.path.join(out_dir, 'emergence.csv')
+  table.to_csv(csv_path, index=False)
+  sharp = sharpness_table(runs, caches, num_samples=bootstrap_samples)
+  sharp_path = os.path.join(out_dir, 'sharpness.csv')
+  sharp.to_csv(sharp_path, index=False)
+  written = []
+  if figures:
+    from research.emergence import plots  # pylint: disable=g-import-not-at-top
+    written = plots.all_figures(table, out_dir)
+  with open(os.path.join(out_dir, 'skipped.json'), 'w') as f:
+    json.dump([{'run_id': r, 'why': w} for r, w in skipped], f, indent=1)
+  return {'runs': [r.run_id for r in runs], 'skipped': skipped, 'csv': csv_path,
+          'sharpness_csv': sharp_path, 'figures': written}
