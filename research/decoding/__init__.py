@@ -10,3 +10,4 @@ from research.decoding.api import STRATEGIES, generate, pad_prompts
 from research.decoding.config import DecodeConfig, DecodingError
 from research.decoding.processors import PROCESSORS
 from research.decoding.sampling import DecodeOutput
+from research.decoding.loading import load_run

@@ -1,4 +1,5 @@
 """Tiny models and plain full-forward references shared by the decoding tests."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,7 @@ def tiny_model(family='decoder', seed=0, **overrides):
   names = {'decoder': ['decoder_input_tokens'], 'encoder': ['encoder_input_tokens'],
            'encoder_decoder': ['encoder_input_tokens', 'decoder_input_tokens']}[family]
   dummy = {name: jnp.ones((1, 4), jnp.int32) for name in names}
-  params = jax.jit(module.init)(jax.random.PRNGKey(seed), **dummy)['params']
+  params = nn.meta.unbox(jax.jit(module.init)(jax.random.PRNGKey(seed), **dummy)['params'])
   return config, params
 
 
