@@ -1,0 +1,112 @@
+r"""Decode speed with and without the KV cache for a ~10M-parameter decoder on CPU.
+
+  python benchmarks/decode.py [--lengths=128,512,2048] [--batch=1] [--uncached_steps=8]
+
+For each output length L the model gets a 16-token prompt and a cache (or, uncached, a
+token buffer) of 16 + L slots. Three numbers per L:
+  generate:     end-to-end `decoding.generate` (greedy, jitted while loop) producing L
+                tokens per row, compile excluded: tokens/s.
+  cached step:  seconds per decode step over the cache, timed over --cached_steps steps.
+  uncached step: seconds per step that recomputes the full forward pass over the
+                16 + L buffer (`DecodeConfig(use_cache=False)`), timed over
+                --uncached_steps steps; it costs the same at every step, so a few steps
+                give its tokens/s without running all L (2048 uncached steps take hours).
+The cached step attends over the whole (masked) cache, as t5x does, so its cost grows
+slowly with L through attention; the uncached step grows with L through everything.
+"""
+import json
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from research import decoding  # noqa: E402
+from research import models  # noqa: E402
+from research.decoding import adapters  # noqa: E402
+
+_LENGTHS = flags.DEFINE_list('lengths', ['128', '512', '2048'], 'Output lengths.')
+_BATCH = flags.DEFINE_integer('batch', 1, 'Prompts decoded together.')
+_PROMPT_LEN = flags.DEFINE_integer('prompt_len', 16, 'Prompt tokens.')
+_CACHED_STEPS = flags.DEFINE_integer('cached_steps', 64, 'Timed cached steps.')
+_UNCACHED_STEPS = flags.DEFINE_integer('uncached_steps', 8, 'Timed uncached steps.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Write the results as JSON here.')
+
+# The shape of gin_configs/runs/bench_10m_cpu.gin: 10.8M parameters.
+MODEL = dict(family='decoder', vocab_size=384, d_model=384, num_layers=6, num_heads=6,
+             d_ff=1536, position='rope')
+
+
+def _seconds(fn, *args):
+  """Wall seconds of fn(*args) after one untimed (compiling) call."""
+  jax.block_until_ready(fn(*args))
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start
+
+
+def seconds_per_step(model_config, params, prompts, new_tokens, steps, use_cache):
+  """Seconds per decode step with state sized for `new_tokens` continuations."""
+  decode_config = decoding.DecodeConfig(use_cache=use_cache)
+  adapter = adapters.make_adapter(models.build(model_config), model_config, decode_config)
+  logits, state, _ = jax.jit(adapter.init, static_argnums=2)(params, prompts, new_tokens)
+
+  @jax.jit
+  def run(params, state, token):
+    def body(_, carry):
+      state, token = carry
+      logits, state = adapter.step(params, state, token)
+      return state, jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.lax.fori_loop(0, steps, body, (state, token))[1]
+
+  token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return _seconds(run, params, state, token) / steps
+
+
+def main(argv):
+  del argv
+  lengths = [int(n) for n in _LENGTHS.value]
+  b, p = _BATCH.value, _PROMPT_LEN.value
+  config = models.TransformerConfig(**MODEL, max_length=p + max(lengths))
+  module = models.build(config)
+  params = jax.jit(module.init)(jax.random.PRNGKey(0),
+                                decoder_input_tokens=jnp.ones((1, 1), jnp.int32))['params']
+  params = nn.meta.unbox(params)
+  prompt_ids = np.random.default_rng(0).integers(3, 259, (b, p)).tolist()
+  prompts = decoding.pad_prompts(prompt_ids)
+  print(f'{models.count_params(config)["total"] / 1e6:.1f}M parameters, batch {b}, prompt {p}, '
+        f'{jax.devices()[0].device_kind}, {os.cpu_count()} CPUs')
+  print(f'{"L":>6} {"generate tok/s":>15} {"cached ms/step":>15} {"uncached ms/step":>17} '
+        f'{"uncached tok/s":>15} {"speed-up":>9}')
+  results = []
+  for n in lengths:
+    decode_config = decoding.DecodeConfig(max_new_tokens=n)
+    gen = lambda: decoding.generate(config, params, prompts, decode_config)  # noqa: E731
+    out = gen()
+    start = time.perf_counter()
+    out = jax.block_until_ready(gen())
+    elapsed = time.perf_counter() - start
+    tokens = int(np.asarray(out.lengths).sum())
+    cached = seconds_per_step(config, params, prompts, n, min(n, _CACHED_STEPS.value), True)
+    uncached = seconds_per_step(config, params, prompts, n, _UNCACHED_STEPS.value, False)
+    row = {'length': n, 'generate_tokens_per_s': tokens / elapsed, 'generated': tokens,
+           'cached_ms_per_step': 1e3 * cached, 'uncached_ms_per_step': 1e3 * uncached,
+           'uncached_tokens_per_s': b / uncached, 'cached_tokens_per_s': b / cached}
+    results.append(row)
+    print(f'{n:>6} {row["generate_tokens_per_s"]:>15.1f} {1e3 * cached:>15.2f} '
+          f'{1e3 * uncached:>17.1f} {b / uncached:>15.2f} {uncached / cached:>8.0f}x',
+          flush=True)
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, 'w') as f:
+      json.dump({'model': MODEL, 'batch': b, 'prompt_len': p, 'results': results}, f,
+                indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)
