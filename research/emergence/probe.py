@@ -151,7 +151,10 @@ def per_item_finals(runs: Sequence[Run], caches: dict, task: str, length: int,
       continue
     cache = caches[run.run_id][max(caches[run.run_id])]
     select = (cache['task'] == task) & (cache['length'] == length)
-    values = metrics_lib.item_metrics(cache)[metric][select]
+    per_item = metrics_lib.item_metrics(cache)
+    if metric not in per_item:  # e.g. mc_* when scored without multiple choice
+      continue
+    values = per_item[metric][select]
     by_size.setdefault(run.info['n_params'], []).append(values)
   sizes = sorted(by_size)
   return sizes, [np.stack(by_size[s]) for s in sizes]
@@ -198,6 +201,10 @@ def probe(sweep_dir: str, out_dir: str, *, n_per_length: int = 200, with_mc: boo
   for run in runs:
     log(f'probe: scoring {run.run_id} ({len(run.steps)} checkpoints)')
     caches[run.run_id] = score_run(run, items, out_dir, with_mc=with_mc, log=log)
+    if not caches[run.run_id]:
+      skipped.append((run.run_id, 'no readable checkpoint'))
+      log(f'probe: skipped {run.run_id}: no readable checkpoint')
+      continue
     final = max(caches[run.run_id], default=None)
     for step, cache in sorted(caches[run.run_id].items()):
       rows.extend(rows_of(run, step, step == final, cache))
