@@ -122,6 +122,8 @@ class Point:
 
 
 def _budget_tag(prefix: str, value: float) -> str:
+  if value < 1e4 and float(value).is_integer():
+    return f'{prefix}{int(value)}'
   mantissa, exponent = f'{value:.2e}'.split('e')
   mantissa = mantissa.rstrip('0').rstrip('.')
   return f'{prefix}{mantissa}e{int(exponent)}'
