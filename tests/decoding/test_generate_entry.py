@@ -114,7 +114,8 @@ def test_generate_bad_input_fails_with_one_line(run_dir):
                      '--gin_bindings=DecodeConfig.top_k=0')
   assert result.returncode != 0
   last = result.stderr.strip().splitlines()[-1]
-  assert last == 'generate.py: DecodeConfig.top_k must be a positive integer (or None for off), got 0'
+  assert last == ('generate.py: DecodeConfig.top_k must be a positive integer (or None '
+                  'for off), got 0')
 
 
 @pytest.mark.slow
