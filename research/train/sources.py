@@ -8,6 +8,9 @@ from typing import Mapping
 
 import gin
 
+# Imported eagerly (about 0.1 s) so `make_pipeline.*` bindings resolve in any run config.
+from research.data import pipeline
+
 # What the trainer's split names mean for the corpus.
 SPLITS = {'train': 'train', 'eval': 'validation'}
 
@@ -17,7 +20,6 @@ def pipeline_source(family: str, batch_size: int, feature_lengths: Mapping[str, 
                     seed: int, shard_index: int = 0, num_shards: int = 1,
                     split: str = 'train', dataset: str = 'python_stdlib'):
   """research.data's pipeline (gin-configured through `make_pipeline.*`) for this host."""
-  from research.data import pipeline  # data is heavy; only runs that use it import it
   is_train = split == 'train'
   return pipeline.make_pipeline(
       dataset, SPLITS[split], task_feature_lengths=feature_lengths, batch_size=batch_size,

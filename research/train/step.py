@@ -66,11 +66,12 @@ def _split_microbatches(batch, num_microbatches: int):
   return jax.tree.map(split, batch)
 
 
-def _loss_sums(module: nn.Module, family: str, z_loss: float, params, batch, rng):
+def _loss_sums(module: nn.Module, family: str, z_loss: float, params, batch, rng,
+               deterministic: bool = False):
   """Sums over the batch: (objective incl. z-loss, z-loss, weights, correct tokens)."""
   features = tasks.FAMILY_FEATURES[family]
   logits = module.apply({'params': params}, **tasks.model_inputs(family, batch),
-                        deterministic=False, rngs={'dropout': rng})
+                        deterministic=deterministic, rngs={'dropout': rng})
   targets, weights = batch[features.targets], batch[features.weights]
   loss_sum, z_sum, weight_sum = losses.cross_entropy_loss(logits, targets, weights, z_loss)
   correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights.astype(jnp.float32))
@@ -142,9 +143,7 @@ def make_train_step(module: nn.Module, family: str, tx: optax.GradientTransforma
 def make_eval_step(module: nn.Module, family: str, z_loss: float = 0.0):
   def eval_step(params, batch):
     loss_sum, (z_sum, weight_sum, correct) = _loss_sums(
-        module, family, z_loss, params, batch, jax.random.PRNGKey(0))
-    # Deterministic: dropout layers see deterministic=False only with rate 0 in eval
-    # configs; callers wanting dropout-free eval build the module with dropout 0.
+        module, family, z_loss, params, batch, jax.random.PRNGKey(0), deterministic=True)
     return {'loss_sum': loss_sum - z_sum, 'weight_sum': weight_sum, 'correct': correct}
   return eval_step
 
