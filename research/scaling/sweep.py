@@ -277,8 +277,10 @@ class LocalExecutor:
   def start(self, cmd: list[str], run_dir: str, lock_fd: int):
     log = open(os.path.join(run_dir, LOG_FILE), 'ab')
     preexec = _die_with_parent if sys.platform.startswith('linux') else None
+    # Own session: a Ctrl-C reaches only the sweep, which then SIGTERMs the trainers so
+    # that they checkpoint (a SIGINT would kill them mid-step).
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                            pass_fds=(lock_fd,), preexec_fn=preexec)
+                            pass_fds=(lock_fd,), preexec_fn=preexec, start_new_session=True)
     log.close()
     return proc
 
@@ -336,7 +338,9 @@ class SubmititExecutor:
 
   def start(self, cmd: list[str], run_dir: str, lock_fd: int):
     del lock_fd  # the job takes the lock itself, wherever it runs
-    return self._executor.submit(_run_in_job, cmd, run_dir)
+    job = self._executor.submit(_run_in_job, cmd, run_dir)
+    job.run_dir = run_dir
+    return job
 
   def poll(self, handle) -> Optional[int]:
     if not handle.done():
@@ -344,8 +348,8 @@ class SubmititExecutor:
     try:
       return int(handle.result())
     except Exception as e:  # the job itself failed (node failure, timeout, cancelled)
-      with open(os.path.join(handle.paths.folder, '..', 'submitit_errors.log'), 'a') as f:
-        f.write(f'{handle.job_id}: {e}\n')
+      with open(os.path.join(handle.run_dir, LOG_FILE), 'a') as f:
+        f.write(f'submitit job {handle.job_id} failed: {str(e).strip()[-2000:]}\n')
       return -1
 
   def terminate(self, handle) -> None:
@@ -424,8 +428,10 @@ class EtaModel:
     ys = [y for _, y in self.samples]
     mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mean_x) ** 2 for x in xs)
-    if len(xs) < 2 or var == 0:  # one sample: seconds proportional to FLOPs
-      return mean_y * (flops / mean_x if mean_x else 1.0)
+    if len(xs) < 2 or var == 0:
+      # One cost seen so far: assume every run takes as long. Start-up dominates small
+      # runs, so scaling by FLOPs would promise the (later, smaller) runs far too soon.
+      return mean_y
     slope = max(sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var, 0.0)
     return max(mean_y + slope * (flops - mean_x), 0.0)
 
@@ -593,21 +599,24 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
       say(f'  done    {run.point.run_id} in {_duration(run.seconds)}')
       event('done', run, seconds=run.seconds)
       return
+    if stop.requested:  # stopped by us: resumable, not failed
+      run.state = 'pending'
+      event('stopped', run)
+      return
     tail = _tail(os.path.join(run.run_dir, LOG_FILE), run.log_offset)
-    if code == 0 and not stop.requested and run.attempts < max_attempts:
+    if code == 0 and run.attempts < max_attempts:
       run.state = 'pending'  # preempted: checkpoint saved, start it again
       queue.append(run)
       say(f'  requeue {run.point.run_id}: exited without its completion marker')
       event('requeue', run)
       return
-    run.state = 'pending' if stop.requested else 'failed'
+    run.state = 'failed'
     run.error = (f'exit code {code}' if code else 'exited without completion marker')
     run.error += f': {_error_line(tail)}'
     with open(os.path.join(run.run_dir, ERROR_FILE), 'w') as f:
       f.write(f'{run.error}\n\n--- last lines of {LOG_FILE} ---\n{tail}\n')
-    if run.state == 'failed':
-      say(f'  FAILED  {run.point.run_id}: {run.error}')
-      event('failed', run, error=run.error)
+    say(f'  FAILED  {run.point.run_id}: {run.error}')
+    event('failed', run, error=run.error)
 
   with _Stop() as stop:
     while not stop.requested:
