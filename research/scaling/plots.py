@@ -1,0 +1,180 @@
+"""The papers' figures from a results table and its fits.
+
+Built on matplotlib.figure.Figure (no pyplot state), so they render under the Agg backend of
+experiments/fit_scaling.py and inline in a notebook alike. Each returns the Figure; save_all
+writes the PNGs.
+- kaplan_fig1: Kaplan et al. (2020) Fig. 1: loss vs compute, dataset size and parameters.
+- chinchilla_fig2: Hoffmann et al. (2022) Fig. 2: training curves, their envelope, N_opt(C),
+  D_opt(C) from Approach 1.
+- chinchilla_fig3: Fig. 3: IsoFLOP curves with their parabolas, N_opt(C), D_opt(C) (Approach 2).
+- chinchilla_fig4: Fig. 4: IsoLoss contours of the parametric fit and its efficient frontier.
+"""
+import os
+from typing import Dict, List
+
+import numpy as np
+from matplotlib import cm
+from matplotlib import colors
+from matplotlib.figure import Figure
+
+from research.scaling.report import Fits
+from research.scaling.table import ScalingTable
+
+
+def _size_colors(n):
+  norm = colors.LogNorm(vmin=np.min(n), vmax=max(np.max(n), np.min(n) * 1.0001))
+  return norm, cm.ScalarMappable(norm=norm, cmap='viridis')
+
+
+def _note(ax, text):
+  ax.text(0.5, 0.5, text, ha='center', va='center', transform=ax.transAxes, fontsize=8, wrap=True)
+
+
+def _loglog(ax, xlabel, ylabel='Loss'):
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+
+
+def _curves(ax, table, x='c', n_col='n'):
+  _, sm = _size_colors(table.finals[n_col])
+  for _, g in table.curves.groupby('run_id'):
+    ax.plot(g[x], g.loss, color=sm.to_rgba(g[n_col].iloc[0]), lw=0.8, alpha=0.7)
+  return sm
+
+
+def kaplan_fig1(table: ScalingTable, fits: Fits) -> Figure:
+  fig = Figure(figsize=(13, 4), layout='constrained')
+  ax_c, ax_d, ax_n = fig.subplots(1, 3, sharey=True)
+  for ax, fit, x, label in ((ax_c, fits.kaplan_c, 'c', 'Compute (FLOPs)'),
+                            (ax_d, fits.kaplan_d, 'd', 'Dataset size (tokens)')):
+    _loglog(ax, label)
+    if table.curves is None or fit is None:
+      ax.scatter(table.finals[x], table.finals.loss, s=8, c='tab:blue')
+      _note(ax, fits.skipped.get('kaplan_' + x, ''))
+      continue
+    sm = _curves(ax, table, x, 'n_km')
+    xs = np.geomspace(fit.points.x.min(), fit.points.x.max(), 50)
+    name = 'C' if x == 'c' else 'D'
+    ax.plot(xs, fit.loss(xs), '--', color='tab:orange', lw=2,
+            label=f'L = ({name}/{fit.x_c:.2g})^-{fit.alpha:.3f}')
+    ax.legend(fontsize=8)
+  fig.colorbar(sm if table.curves is not None else _size_colors(table.finals.n_km)[1], ax=ax_d,
+               label='Parameters (non-embedding)' if table.kind == 'sweep' else 'Parameters')
+  _loglog(ax_n, 'Parameters (non-embedding)' if table.kind == 'sweep' else 'Parameters')
+  if fits.kaplan_n is not None:
+    p = fits.kaplan_n.points
+    ax_n.scatter(p.x, p.loss, s=14, c='tab:blue')
+    xs = np.geomspace(p.x.min(), p.x.max(), 50)
+    ax_n.plot(xs, fits.kaplan_n.loss(xs), '--', color='tab:orange', lw=2,
+              label=f'L = (N/{fits.kaplan_n.x_c:.2g})^-{fits.kaplan_n.alpha:.3f}')
+    ax_n.legend(fontsize=8)
+  fig.suptitle('Kaplan et al. (2020), Fig. 1')
+  return fig
+
+
+def _opt_panels(ax_n, ax_d, fr):
+  c = np.geomspace(fr.points.c.min(), fr.points.c.max(), 50)
+  for ax, col, k, e, lab in ((ax_n, 'n_opt', fr.log_k_n, fr.a, 'N_opt'),
+                             (ax_d, 'd_opt', fr.log_k_d, fr.b, 'D_opt')):
+    ax.scatter(fr.points.c, fr.points[col], s=8, c='k', alpha=0.6)
+    ax.plot(c, np.exp(k) * c ** e, color='tab:blue', label=f'{lab} ~ C^{e:.3f}')
+    _loglog(ax, 'FLOPs', 'Parameters' if col == 'n_opt' else 'Tokens')
+    ax.legend(fontsize=8)
+
+
+def chinchilla_fig2(table: ScalingTable, fits: Fits) -> Figure:
+  fig = Figure(figsize=(13, 4), layout='constrained')
+  ax, ax_n, ax_d = fig.subplots(1, 3)
+  _loglog(ax, 'FLOPs')
+  if table.curves is None or fits.approach1 is None:
+    _note(ax, 'Approach 1 skipped: ' + fits.skipped.get('approach1', ''))
+  else:
+    sm = _curves(ax, table)
+    ax.scatter(fits.approach1.points.c, fits.approach1.points.loss, s=4, c='tab:red',
+               label='envelope (lowest loss per FLOPs)')
+    ax.legend(fontsize=8)
+    fig.colorbar(sm, ax=ax, label='Parameters')
+    _opt_panels(ax_n, ax_d, fits.approach1)
+  fig.suptitle('Hoffmann et al. (2022), Fig. 2: training curve envelope (Approach 1)')
+  return fig
+
+
+def chinchilla_fig3(table: ScalingTable, fits: Fits) -> Figure:
+  fig = Figure(figsize=(13, 4), layout='constrained')
+  ax, ax_n, ax_d = fig.subplots(1, 3)
+  ax.set_xscale('log')
+  ax.set_xlabel('Parameters')
+  ax.set_ylabel('Final loss')
+  if fits.approach2 is None:
+    _note(ax, 'Approach 2 skipped: ' + fits.skipped.get('approach2', ''))
+    return fig
+  from research.scaling import frontier
+  prof = frontier.isoflop_parabolas(table.finals.reset_index(drop=True))
+  norm = colors.LogNorm(vmin=prof.budget.min(), vmax=prof.budget.max() * 1.0001)
+  sm = cm.ScalarMappable(norm=norm, cmap='plasma')
+  for (budget, g), row in zip(table.finals.groupby('budget', sort=True), prof.itertuples()):
+    col = sm.to_rgba(budget)
+    ax.scatter(g.n, g.loss, s=10, color=col)
+    if np.isfinite(row.c2):
+      x = np.linspace(np.log(g.n.min()), np.log(g.n.max()), 50)
+      ax.plot(np.exp(x), row.c0 + row.c1 * x + row.c2 * x * x, color=col, lw=1)
+    if np.isfinite(row.n_opt):
+      ax.scatter([row.n_opt], [row.loss], marker='x', color='k', s=25, zorder=3)
+  fig.colorbar(sm, ax=ax, label='FLOP budget')
+  _opt_panels(ax_n, ax_d, fits.approach2)
+  fig.suptitle('Hoffmann et al. (2022), Fig. 3: IsoFLOP profiles (Approach 2)')
+  return fig
+
+
+def chinchilla_fig4(table: ScalingTable, fits: Fits, flops_per_param_token: float = 6.0) -> Figure:
+  fig = Figure(figsize=(6, 4.5), layout='constrained')
+  ax = fig.subplots()
+  if fits.approach3 is None:
+    _note(ax, 'Approach 3 skipped: ' + fits.skipped.get('approach3', ''))
+    return fig
+  law = fits.approach3.law
+  c_lo, c_hi = table.finals.c.min() / 10, table.finals.c.max() * 100
+  n_lo, n_hi = table.finals.n.min() / 10, table.finals.n.max() * 10
+  cc, nn = np.meshgrid(np.geomspace(c_lo, c_hi, 200), np.geomspace(n_lo, n_hi, 200))
+  loss = law.loss(nn, cc / (flops_per_param_token * nn))
+  levels = np.quantile(loss, np.linspace(0.02, 0.9, 14))
+  cs = ax.contour(cc, nn, loss, levels=levels, cmap='viridis', linewidths=0.8)
+  ax.clabel(cs, fontsize=6, fmt='%.2f')
+  c = np.geomspace(c_lo, c_hi, 100)
+  ax.plot(c, law.optimal(c, flops_per_param_token)[0], color='tab:blue', lw=2,
+          label=f'efficient frontier (Approach 3), N_opt ~ C^{law.a:.3f}')
+  for fr, style in ((fits.approach1, ':'), (fits.approach2, '--')):
+    if fr is not None:
+      ax.plot(c, np.exp(fr.log_k_n) * c ** fr.a, style, color='gray', lw=1,
+              label=f'{fr.approach}: N_opt ~ C^{fr.a:.3f}')
+  ax.scatter(table.finals.c, table.finals.n, s=6, c='k', alpha=0.5, label='runs')
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlim(c_lo, c_hi)
+  ax.set_ylim(n_lo, n_hi)
+  ax.set_xlabel('FLOPs')
+  ax.set_ylabel('Parameters')
+  ax.legend(fontsize=7, loc='upper left')
+  ax.set_title('Hoffmann et al. (2022), Fig. 4: IsoLoss contours')
+  return fig
+
+
+FIGURES = {
+    'kaplan_fig1.png': kaplan_fig1,
+    'chinchilla_fig2.png': chinchilla_fig2,
+    'chinchilla_fig3.png': chinchilla_fig3,
+    'chinchilla_fig4.png': chinchilla_fig4,
+}
+
+
+def save_all(table: ScalingTable, fits: Fits, out_dir: str) -> List[str]:
+  """Write every figure as PNG into out_dir; returns the paths written."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for name, make in FIGURES.items():
+    path = os.path.join(out_dir, name)
+    make(table, fits).savefig(path, dpi=120)
+    paths.append(path)
+  return paths
