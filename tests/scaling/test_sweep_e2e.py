@@ -153,9 +153,9 @@ def test_ci_quickstart_end_to_end(tmp_path):
   with open(os.path.join(sweep_dir, 'results.csv')) as f:
     rows = list(csv.DictReader(f))
   assert {float(r['flop_budget']) for r in rows} == {6e8, 1.2e9}
-  assert len({r['run_id'] for r in rows}) == 4
+  assert len({r['run_id'] for r in rows}) == 6
   assert all(float(r['eval_loss']) > 0 for r in rows)
-  assert sum(r['final'] == 'True' for r in rows) == 4
+  assert sum(r['final'] == 'True' for r in rows) == 6
   if os.path.exists(fit_script):
     out = os.path.join(sweep_dir, 'fits')
     assert os.path.exists(os.path.join(out, 'fits.json')), proc.stdout
