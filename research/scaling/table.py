@@ -125,14 +125,18 @@ def load_results(path: str, columns: Columns = Columns(), family: Optional[str] 
                          'loss': df[cols.loss].to_numpy(float), 'step': df.step.to_numpy()})
   curves = curves.sort_values(['run_id', 'step'], kind='stable').reset_index(drop=True)
   finals = curves.groupby('run_id', sort=True).tail(1).reset_index(drop=True)
+  # IsoFLOP budget: the sweep's column where it has one (token-budget sweeps leave it empty),
+  # else the final step's FLOPs rounded in log10, the group's median FLOPs as its value.
+  key = np.round(np.log10(finals.c.to_numpy()), cols.budget_decimals)
+  derived = finals.groupby(key).c.transform(lambda c: 10 ** np.median(np.log10(c))).to_numpy()
+  given = np.full(len(finals), np.nan)
   if cols.budget in df.columns:
-    budget = df.groupby(df.run_id.astype(str))[cols.budget].first()
-    finals['budget'] = finals.run_id.map(budget).to_numpy(float)
-  else:
-    # IsoFLOP budget from the final step's FLOPs rounded in log10, the group's median as value.
-    key = np.round(np.log10(finals.c.to_numpy()), cols.budget_decimals)
-    finals['budget'] = finals.groupby(key).c.transform(lambda c: 10 ** np.median(np.log10(c)))
-    notes.append(f'no {cols.budget} column: IsoFLOP budgets from round(log10(final {cols.flops}),'
-                 f' {cols.budget_decimals})')
+    per_run = pd.to_numeric(df[cols.budget], errors='coerce').groupby(
+        df.run_id.astype(str)).first()
+    given = finals.run_id.map(per_run).to_numpy(float)
+  finals['budget'] = np.where(np.isfinite(given), given, derived)
+  if not np.isfinite(given).all():
+    notes.append(f'{int((~np.isfinite(given)).sum())} runs without {cols.budget}: IsoFLOP budgets '
+                 f'from round(log10(final {cols.flops}), {cols.budget_decimals})')
   _check_sizes(finals, path)
   return ScalingTable('sweep', curves, finals, cols, tuple(notes))
