@@ -427,11 +427,11 @@ class EtaModel:
     xs = [x for x, _ in self.samples]
     ys = [y for _, y in self.samples]
     mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mean_x) ** 2 for x in xs)
-    if len(xs) < 2 or var == 0:
-      # One cost seen so far: assume every run takes as long. Start-up dominates small
-      # runs, so scaling by FLOPs would promise the (later, smaller) runs far too soon.
+    if max(xs) < 1.5 * min(xs):
+      # One cost (an IsoFLOP budget) seen so far: no trend to fit, so assume every run takes
+      # as long. Start-up dominates small runs; scaling by FLOPs would promise them too soon.
       return mean_y
+    var = sum((x - mean_x) ** 2 for x in xs)
     slope = max(sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var, 0.0)
     return max(mean_y + slope * (flops - mean_x), 0.0)
 

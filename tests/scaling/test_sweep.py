@@ -124,6 +124,9 @@ def test_eta_model_is_linear_in_flops():
   assert eta.predict(1.0) is None
   eta.add(1e9, 12.0)
   assert eta.predict(2e9) == pytest.approx(12.0)  # one cost seen: the same time per run
+  eta.add(1.01e9, 30.0)  # the same budget again: still no trend to extrapolate
+  assert eta.predict(1e8) == pytest.approx(21.0)
+  eta.samples.pop()
   eta.add(3e9, 16.0)  # 10 s overhead + 2 s per GFLOP
   assert eta.predict(5e9) == pytest.approx(20.0)
 
