@@ -6,7 +6,7 @@ configuration (research/parallel), never hard-coded here.
 """
 import functools
 import math
-from typing import Sequence
+from typing import Any, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -24,21 +24,47 @@ def normal_init(std: float, logical_axes: Sequence[str]):
   return nn.with_logical_partitioning(nn.initializers.normal(std), tuple(logical_axes))
 
 
+class DenseGeneral(nn.Module):
+  """x contracted over `axis` with a kernel [*in_shape, *features].
+
+  Written here rather than using nn.DenseGeneral because that one initializes a
+  flattened 2-D kernel and reshapes it, which breaks logical names with more
+  than two axes when shape checks re-run under a mesh.
+  """
+  features: Tuple[int, ...]
+  axis: Tuple[int, ...]
+  kernel_axes: Tuple[str, ...]
+  std: float
+  use_bias: bool
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    axis = tuple(a % x.ndim for a in self.axis)
+    in_shape = tuple(x.shape[a] for a in axis)
+    kernel = self.param('kernel', normal_init(self.std, self.kernel_axes),
+                        in_shape + self.features, self.param_dtype)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    y = jax.lax.dot_general(x, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
+    if self.use_bias:
+      bias = self.param('bias', nn.with_logical_partitioning(
+          nn.initializers.zeros_init(), self.kernel_axes[len(axis):]),
+                        self.features, self.param_dtype)
+      y = y + jnp.asarray(bias, self.dtype)
+    return y
+
+
 def dense(config: TransformerConfig, features, in_axes, out_axes, *, name,
           axis=-1, std=None, use_bias=None):
   """A DenseGeneral whose kernel is [*in_axes, *out_axes] in logical names."""
-  use_bias = config.use_bias if use_bias is None else use_bias
-  return nn.DenseGeneral(
-      features=features,
-      axis=axis,
-      use_bias=use_bias,
-      dtype=dtype(config.dtype),
-      param_dtype=dtype(config.param_dtype),
-      kernel_init=normal_init(config.init_std if std is None else std,
-                              tuple(in_axes) + tuple(out_axes)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                             tuple(out_axes)),
-      name=name)
+  features = tuple(features) if isinstance(features, (tuple, list)) else (features,)
+  axis = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+  return DenseGeneral(
+      features=features, axis=axis, kernel_axes=tuple(in_axes) + tuple(out_axes),
+      std=config.init_std if std is None else std,
+      use_bias=config.use_bias if use_bias is None else use_bias,
+      dtype=dtype(config.dtype), param_dtype=dtype(config.param_dtype), name=name)
 
 
 def _rmsnorm(config, name):

@@ -39,12 +39,9 @@ REMAT_POLICIES: dict[str, Optional[Callable]] = {
 class StepConfig:
   num_microbatches: int = 1   # gradient accumulation: the batch is split this many ways
   remat_policy: str = 'none'  # a key of REMAT_POLICIES
-  # Apply the models' activation constraints (nn.with_logical_constraint) under the mesh.
-  # Off by default: flax's DenseGeneral re-runs a boxed kernel init on the flat 2-D kernel
-  # shape during apply (its shape check), and with a mesh active the box then constrains
-  # a rank-2 value with 3 logical names and fails. Without it, parameter and batch
-  # shardings (jit in/out shardings) still fix the layout and XLA propagates the rest.
-  constrain_activations: bool = False
+  # Apply the models' activation constraints (nn.with_logical_constraint) under the mesh,
+  # so activations are laid out by the same rules table as the parameters.
+  constrain_activations: bool = True
 
   def __post_init__(self):
     if self.remat_policy not in REMAT_POLICIES:
