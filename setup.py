@@ -27,6 +27,10 @@ setuptools.setup(
         'array-record>=0.5,<0.9',
         'importlib_resources>=6,<7',
         'sentencepiece>=0.2,<0.3',
+        # Sweeps: the slurm executor (and its local twin in tests).
+        'submitit>=1.5,<2',
+        # Scaling fits: single-threaded BLAS for scipy's tiny L-BFGS problems.
+        'threadpoolctl>=3,<4',
     ],
     extras_require={
         # torch is pinned exactly: 2.13.0 is the CPU wheel on every machine's
@@ -35,6 +39,10 @@ setuptools.setup(
             'pytest>=8,<10',
             'torch==2.13.0',
             'transformers>=4.45,<6',
+            # The notebooks are executed on small fixtures.
+            'nbformat>=5.9,<6',
+            'nbclient>=0.10,<0.12',
+            'ipykernel>=6.29,<8',
         ],
     },
 )
