@@ -16,6 +16,9 @@ re-launched sweep waits for a trainer orphaned by a killed sweep instead of star
 second one on the same directory; orphans also get SIGTERM (PDEATHSIG), which makes the
 trainer checkpoint and exit. A failed run gets `error.txt` (exit code + stderr tail), is
 reported, and the others go on; a re-launch retries it.
+
+The sweep directory holds `sweep.json` (the plan), `sweep_status.json` (state of each run),
+`sweep_events.jsonl` (every launch / done / failed), one directory per run and results.csv.
 """
 import ctypes
 import dataclasses
