@@ -71,7 +71,8 @@ def test_cache_holds_only_kv_heads(family):
   assert set(self_len) == {expected}
 
 
-@pytest.mark.parametrize('family', ['decoder', 'encoder_decoder'])
+@pytest.mark.parametrize('family', ['decoder', pytest.param('encoder_decoder',
+                                                            marks=pytest.mark.slow)])
 def test_uncached_reference_decoding_matches_cache(family):
   config, params = helpers.tiny_model(family=family, num_kv_heads=2, seed=3)
   cached = decoding.DecodeConfig(max_new_tokens=STEPS, return_logits=True)

@@ -69,7 +69,8 @@ def _repeats(sequence, n):
   return len(grams) - len(set(grams))
 
 
-@pytest.mark.parametrize('strategy,n', [('greedy', 2), ('greedy', 3), ('beam', 2)])
+@pytest.mark.parametrize('strategy,n', [('greedy', 2), ('beam', 2), pytest.param(
+    'greedy', 3, marks=pytest.mark.slow)])
 def test_no_repeat_ngram_output_never_repeats_an_ngram(strategy, n):
   # A random tiny model loops under greedy decoding, so the control has work to do.
   config, params = helpers.tiny_model(num_layers=1, seed=6)
