@@ -1,6 +1,6 @@
 """experiments/sweep.py end to end on tiny grids: failure isolation, kill + re-launch, submitit.
 
-Each run is a real experiments/train.py process of ~10 steps; start-up dominates its time.
+Each run is a real experiments/train.py process of ~400 steps; start-up dominates its time.
 """
 import csv
 import json
@@ -14,11 +14,12 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Two tiny sizes on a token budget of 10 steps (2 x 32 tokens a step).
+# Two tiny sizes on a token budget of 400 steps (2 x 32 tokens a step): long enough that
+# the kill test catches the second run in flight on an idle machine.
 GRID = """
 include 'gin_configs/sweeps/ci.gin'
 sweep.SweepConfig.flop_budgets = []
-sweep.SweepConfig.token_budgets = [640]
+sweep.SweepConfig.token_budgets = [25600]
 sweep.SweepConfig.evals_per_run = 2
 sweep.SweepConfig.checkpoints_per_run = 2
 sweep.SweepConfig.run_bindings = [
@@ -33,8 +34,8 @@ sweep.SweepConfig.sizes = {
           'TransformerConfig.num_heads': 2, 'TransformerConfig.d_ff': 64%s},
 }
 """
-RUN_A = 'D640-a-decoder-causal_lm-s0'
-RUN_B = 'D640-b-decoder-causal_lm-s0'
+RUN_A = 'D2.56e4-a-decoder-causal_lm-s0'
+RUN_B = 'D2.56e4-b-decoder-causal_lm-s0'
 
 
 def _gin(tmp_path, extra_b=''):
@@ -131,7 +132,7 @@ def test_killed_sweep_relaunch_finishes_without_rerunning_completed_runs(tmp_pat
   for run_id in (RUN_A, RUN_B):
     with open(os.path.join(sweep_dir, run_id, 'metrics.jsonl')) as f:
       steps = [json.loads(line)['step'] for line in f]
-    assert steps == sorted(set(steps)) and steps[-1] == 10
+    assert steps == sorted(set(steps)) and steps[-1] == 400
 
   # A third launch has nothing to do.
   launches = len([e for e in _events(sweep_dir) if e['event'] == 'launch'])
