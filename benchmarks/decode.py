@@ -24,6 +24,7 @@ The cached step is not flat on CPU: its compiled loop copies every layer's whole
 cache once per step (12 cache-sized `copy` ops in the HLO for 6 layers), so its cost
 tracks the cache size; the uncached step grows ~linearly-to-quadratically with L.
 """
+import functools
 import json
 import os
 import sys
@@ -72,7 +73,7 @@ def seconds_per_step(model_config, params, prompts, new_tokens, steps, use_cache
   adapter = adapters.make_adapter(models.build(model_config), model_config, decode_config)
   logits, state, _ = jax.jit(adapter.init, static_argnums=2)(params, prompts, new_tokens)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=decoding.compiler_options())
   def run(params, state, token):
     def body(_, carry):
       state, token = carry

@@ -3,10 +3,11 @@
 Public API:
   DecodeConfig, DecodingError, generate(model_config, params, prompts, config, rng)
   -> DecodeOutput(tokens [batch, K, new], lengths, scores, logits), pad_prompts,
-  Prompts, STRATEGIES, PROCESSORS, ADAPTERS, load_run(workdir).
+  Prompts, STRATEGIES, PROCESSORS, ADAPTERS, load_run(workdir), compiler_options()
+  (XLA options for a decode loop jitted elsewhere).
 """
 from research.decoding.adapters import ADAPTERS, Prompts
-from research.decoding.api import STRATEGIES, generate, pad_prompts
+from research.decoding.api import STRATEGIES, compiler_options, generate, pad_prompts
 from research.decoding.config import DecodeConfig, DecodingError
 from research.decoding.processors import PROCESSORS
 from research.decoding.sampling import DecodeOutput

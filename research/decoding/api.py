@@ -58,11 +58,28 @@ def pad_prompts(prompts: Sequence[Sequence[int]], pad_id: int = 0,
   return Prompts(jnp.asarray(tokens), jnp.asarray(lengths, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _decode_jitted(model_config, config, params, prompts, rng):
+def compiler_options() -> dict:
+  """XLA options for jitted decode loops (pass as `jax.jit(..., compiler_options=)`).
+
+  On CPU, copy insertion with region analysis lets the while loop update each
+  layer's KV cache in place; without it XLA:CPU copied every cache buffer at every
+  step, so a step cost grew with the cache size (benchmarks/decode.py). The model
+  half of the fix is in research/models/attention.py (`_attend_and_update_cache`).
+  """
+  if jax.default_backend() == 'cpu':
+    return {'xla_cpu_copy_insertion_use_region_analysis': True}
+  return {}
+
+
+def _decode(model_config, config, params, prompts, rng):
   module = models.build(model_config)
   adapter = adapters.make_adapter(module, model_config, config)
   return STRATEGIES[config.strategy].run(adapter, params, prompts, config, rng)
+
+
+@functools.cache
+def _decode_jitted():
+  return jax.jit(_decode, static_argnums=(0, 1), compiler_options=compiler_options())
 
 
 def generate(model_config: models.TransformerConfig, params,
@@ -97,6 +114,6 @@ def generate(model_config: models.TransformerConfig, params,
   params = nn.meta.unbox(params)
   strategy = STRATEGIES[config.strategy]
   if strategy.jitted:
-    return _decode_jitted(model_config, config, params, prompts, rng)
+    return _decode_jitted()(model_config, config, params, prompts, rng)
   return strategy.run(models.build(model_config), model_config, params, prompts, config,
                       rng)

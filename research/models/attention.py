@@ -41,16 +41,30 @@ def make_mask(q_seg, k_seg, *, causal: bool, q_index=None, k_index=None,
 def einsum_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale):
   """The plain reference: softmax(q k^T * scale + bias) v in fp32, with query
   head h = g * (H // G) + r reading key/value head g (HF's repeat_kv order)."""
+  return attention_over_parts(q_bqhd, [(k_bkgd, v_bkgd, mask_b1qk, bias_bhqk)], scale)
+
+
+def attention_over_parts(q_bqhd, parts, scale):
+  """Attention over the concatenation of several (keys, values, mask, bias) parts
+  without concatenating the keys: one softmax over all parts' logits. Cached
+  decoding reads the cache as it was and the new chunk as two parts (`Attention`)."""
   b, q_len, h, d = q_bqhd.shape
-  g = k_bkgd.shape[2]
+  g = parts[0][0].shape[2]
   q = q_bqhd.reshape(b, q_len, g, h // g, d)
-  logits = jnp.einsum('bqgrd,bkgd->bgrqk', q, k_bkgd,
-                      preferred_element_type=jnp.float32) * scale
-  if bias_bhqk is not None:
-    logits += bias_bhqk.reshape(bias_bhqk.shape[0], g, h // g, *bias_bhqk.shape[2:])
-  logits = jnp.where(mask_b1qk[:, :, None], logits, NEG_INF)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v_bkgd.dtype)
-  out = jnp.einsum('bgrqk,bkgd->bqgrd', probs, v_bkgd)
+  all_logits = []
+  for k_bkgd, _, mask_b1qk, bias_bhqk in parts:
+    logits = jnp.einsum('bqgrd,bkgd->bgrqk', q, k_bkgd,
+                        preferred_element_type=jnp.float32) * scale
+    if bias_bhqk is not None:
+      logits += bias_bhqk.reshape(bias_bhqk.shape[0], g, h // g, *bias_bhqk.shape[2:])
+    all_logits.append(jnp.where(mask_b1qk[:, :, None], logits, NEG_INF))
+  probs = jax.nn.softmax(jnp.concatenate(all_logits, axis=-1), axis=-1)
+  out, offset = 0, 0
+  for k_bkgd, v_bkgd, _, _ in parts:
+    length = k_bkgd.shape[1]
+    out += jnp.einsum('bgrqk,bkgd->bqgrd', probs[..., offset:offset + length].astype(
+        v_bkgd.dtype), v_bkgd)
+    offset += length
   return out.reshape(b, q_len, h, d)
 
 
@@ -76,6 +90,10 @@ class Attention(nn.Module):
   prompt can be prefilled in one (bidirectional-prefix) pass and then extended
   token by token. Cross-attention caches the encoder's keys and values on the
   first call (which passes `kv`) and reuses them when `kv` is None.
+
+  Cached keys and values are stored in the layouts the attention dots read
+  (`_to_cache`): stored [batch, length, kv_heads, head_dim], XLA:CPU transposed
+  the whole cache of every layer at every decode step.
   """
   config: TransformerConfig
   causal: bool = False
@@ -108,7 +126,7 @@ class Attention(nn.Module):
       kv_info = q_info
       k_index = q_index
       if decode and self.has_variable('cache', 'cached_key'):
-        k, v, kv_info, q_index, k_index = self._update_cache(k, v, q_info)
+        return out(self._attend_and_update_cache(q, k, v, q_info))
       elif decode:  # `init` with decode=True: allocate the cache, attend as usual.
         self._allocate_cache(k, v, q_info)
     k = nn.with_logical_constraint(k, axes.ACT_BLKD)
@@ -120,59 +138,97 @@ class Attention(nn.Module):
     bias = None
     if self.bias_module is not None:
       bias = self.bias_module(q_info.positions, kv_info.positions)
-    scale = d ** -0.5 if cfg.scale_queries else 1.0
-    attn_bqhd = ATTENTION_IMPLS[cfg.attention_impl](q, k, v, mask, bias, scale)
+    attn_bqhd = ATTENTION_IMPLS[cfg.attention_impl](q, k, v, mask, bias, self._scale())
     attn_bqhd = nn.with_logical_constraint(attn_bqhd, axes.ACT_BLHD)
     return out(attn_bqhd)
+
+  def _scale(self):
+    return self.config.dims_per_head ** -0.5 if self.config.scale_queries else 1.0
 
   def _allocate_cache(self, k, v, info: SeqInfo):
     b, length = info.segment_ids.shape
     # 'cached_' because a variable may not share a name with the 'key' / 'value'
     # projections (flax NameInUseError).
-    self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
-    self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
+    self.variable('cache', 'cached_key', jnp.zeros, _to_cache(k, True).shape, k.dtype)
+    self.variable('cache', 'cached_value', jnp.zeros, _to_cache(v, False).shape, v.dtype)
     self.variable('cache', 'segment_ids', jnp.zeros, (b, length), jnp.int32)
     self.variable('cache', 'positions', jnp.zeros, (b, length), jnp.int32)
     self.variable('cache', 'prefix', jnp.zeros, (b, length), jnp.bool_)
     self.variable('cache', 'index', lambda: jnp.zeros((), jnp.int32))
 
-  def _update_cache(self, k, v, info: SeqInfo):
-    """Writes a chunk at cache_index; returns the full cache as keys/values."""
+  def _attend_and_update_cache(self, q, k, v, info: SeqInfo):
+    """Attends over the cache as it was plus the new chunk (two parts of one
+    softmax), then writes the chunk's keys, values and metadata at the cache index.
+
+    Reading the cache before the write, not after, is what keeps a decode step's
+    cost flat in the cache size on CPU: when the dots read the updated cache,
+    XLA:CPU duplicated the update into the dots' operands and copied every layer's
+    whole cache at every step (research/decoding/api.py has the other half).
+    """
     names = ('cached_key', 'cached_value', 'segment_ids', 'positions', 'prefix')
     cached = {n: self.variable('cache', n) for n in names}
     index = self.variable('cache', 'index')
     start = index.value
+    b, q_len = info.segment_ids.shape
+    cache_len = cached['segment_ids'].value.shape[1]
+    q_index = jnp.broadcast_to(start + jnp.arange(q_len, dtype=jnp.int32), (b, q_len))
+    old_index = jnp.broadcast_to(jnp.arange(cache_len, dtype=jnp.int32), (b, cache_len))
+    old = SeqInfo(cached['segment_ids'].value, cached['positions'].value,
+                  cached['prefix'].value if info.prefix is not None else None)
+    parts = []
+    for kv_info, k_index, keys, values in (
+        (old, old_index, _from_cache(cached['cached_key'].value, True),
+         _from_cache(cached['cached_value'].value, False)),
+        (info, q_index, k, v)):
+      mask = make_mask(info.segment_ids, kv_info.segment_ids, causal=self.causal,
+                       q_index=q_index, k_index=k_index, q_prefix=info.prefix,
+                       k_prefix=kv_info.prefix)
+      bias = None
+      if self.bias_module is not None:
+        bias = self.bias_module(info.positions, kv_info.positions)
+      parts.append((keys, values, mask, bias))
+    attn_bqhd = attention_over_parts(q, parts, self._scale())
+
     prefix = info.prefix
     if prefix is None:
       prefix = jnp.zeros(info.segment_ids.shape, jnp.bool_)
-    new = {'cached_key': k, 'cached_value': v, 'segment_ids': info.segment_ids.astype(jnp.int32),
+    new = {'cached_key': _to_cache(k, True), 'cached_value': _to_cache(v, False),
+           'segment_ids': info.segment_ids.astype(jnp.int32),
            'positions': info.positions.astype(jnp.int32), 'prefix': prefix}
     for n in names:
-      starts = (0, start) + (0,) * (new[n].ndim - 2)
+      starts = {'cached_key': (0, 0, start, 0), 'cached_value': (0, 0, 0, start)}.get(
+          n, (0, start))  # metadata: [b, length]
       cached[n].value = jax.lax.dynamic_update_slice(
           cached[n].value, new[n].astype(cached[n].value.dtype), starts)
-    index.value = start + k.shape[1]
-    b, q_len = info.segment_ids.shape
-    cache_len = cached['cached_key'].value.shape[1]
-    q_index = jnp.broadcast_to(start + jnp.arange(q_len, dtype=jnp.int32), (b, q_len))
-    k_index = jnp.broadcast_to(jnp.arange(cache_len, dtype=jnp.int32), (b, cache_len))
-    kv_info = SeqInfo(cached['segment_ids'].value, cached['positions'].value,
-                      cached['prefix'].value if info.prefix is not None else None)
-    return cached['cached_key'].value, cached['cached_value'].value, kv_info, q_index, k_index
+    index.value = start + q_len
+    return attn_bqhd
 
   def _cross_keys_values(self, key, value, kv_bkd, kv_info, decode):
     if decode and kv_bkd is None:
       if not self.has_variable('cache', 'cross_key'):
         raise ValueError('cross-attention cache is empty: the first decode call '
                          'must pass the encoder output')
-      return (self.get_variable('cache', 'cross_key'),
-              self.get_variable('cache', 'cross_value'),
+      return (_from_cache(self.get_variable('cache', 'cross_key'), True),
+              _from_cache(self.get_variable('cache', 'cross_value'), False),
               SeqInfo(self.get_variable('cache', 'cross_segment_ids'),
                       self.get_variable('cache', 'cross_positions')))
     k, v = key(kv_bkd), value(kv_bkd)
     if decode:
-      self.put_variable('cache', 'cross_key', k)
-      self.put_variable('cache', 'cross_value', v)
+      self.put_variable('cache', 'cross_key', _to_cache(k, True))
+      self.put_variable('cache', 'cross_value', _to_cache(v, False))
       self.put_variable('cache', 'cross_segment_ids', kv_info.segment_ids)
       self.put_variable('cache', 'cross_positions', kv_info.positions)
     return k, v, kv_info
+
+
+# Cache layouts, chosen from XLA:CPU's compiled decode step (the layouts its
+# dot emitter reads without a copy): keys [batch, kv_heads, length, head_dim],
+# values [batch, kv_heads, head_dim, length].
+def _to_cache(x_bkgd, is_key: bool):
+  return jnp.transpose(x_bkgd, (0, 2, 1, 3) if is_key else (0, 2, 3, 1))
+
+
+def _from_cache(x, is_key: bool):
+  """Back to [batch, length, kv_heads, head_dim]; XLA folds this transpose into the
+  attention dots instead of copying the cache."""
+  return jnp.transpose(x, (0, 2, 1, 3) if is_key else (0, 3, 1, 2))

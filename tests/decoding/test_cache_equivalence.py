@@ -64,9 +64,12 @@ def test_cache_holds_only_kv_heads(family):
   kv = [(jax.tree_util.keystr(path), leaf.shape) for path, leaf in flat
         if leaf.ndim == 4]
   assert kv, 'no key/value caches found'
+  # Layouts (research/models/attention.py `_to_cache`): keys [b, kv_heads, length,
+  # head_dim], values [b, kv_heads, head_dim, length].
   for name, shape in kv:
-    assert shape[2:] == (config.kv_heads, config.dims_per_head), name
-  self_len = [shape[1] for name, shape in kv if 'cached_key' in name]
+    assert shape[1] == config.kv_heads, name
+    assert (shape[3] if 'key' in name else shape[2]) == config.dims_per_head, name
+  self_len = [shape[2] for name, shape in kv if 'cached_key' in name]
   expected = 5 + 4 if family == 'decoder' else 4 + 1  # prompt + new / start + new
   assert set(self_len) == {expected}
 
