@@ -34,11 +34,16 @@ def _time(step_fn, steps: int, warmup: int) -> float:
   return (time.perf_counter() - start) / steps
 
 
-def bench_jax(cfg, batch_size, lengths):
+def build_jax_step(cfg, batch_size, lengths):
+  """(one: runs one synchronized train step, compile seconds, the numpy batch, hlo: the
+  compiled step's HLO text).
+
+  The model, optimizer and sharded state are built exactly as the trainer builds them,
+  with a synthetic batch; benchmarks/profile_train_step.py reuses this."""
   import jax
   import numpy as np
   from research import models, parallel
-  from research.train import metrics, optimizers, synthetic, tasks
+  from research.train import optimizers, synthetic
   from research.train import state as state_lib, step as step_lib
   mesh = parallel.make_mesh(parallel.MeshConfig())
   rules = parallel.logical_axis_rules()
@@ -54,14 +59,21 @@ def bench_jax(cfg, batch_size, lengths):
   batch = parallel.host_batch_to_global(batch_np, parallel.batch_shardings(batch_np, mesh,
                                                                            rules))
   holder = {'state': setup.init(0)}
-  start = time.perf_counter()
-  holder['state'], m = train_fn(holder['state'], batch)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - start
 
   def one():
     holder['state'], m = train_fn(holder['state'], batch)
     jax.block_until_ready(m['train_loss'])
+  start = time.perf_counter()
+  one()
+  compile_s = time.perf_counter() - start
+  return one, compile_s, batch_np, lambda: train_fn.lower(holder['state'],
+                                                          batch).compile().as_text()
+
+
+def bench_jax(cfg, batch_size, lengths):
+  import jax
+  from research.train import metrics, tasks
+  one, compile_s, batch_np, _ = build_jax_step(cfg, batch_size, lengths)
   seconds = _time(one, _STEPS.value, _WARMUP.value)
   tokens = tasks.tokens_per_batch(cfg.family, batch_np)
   flops = tasks.flops_per_batch(cfg, batch_np)['chinchilla']

@@ -1,0 +1,121 @@
+r"""Where a jitted train step spends its time, per model component (XLA:CPU or GPU).
+
+  python benchmarks/profile_train_step.py --gin_file=gin_configs/runs/bench_gpt2_cpu.gin
+
+Traces --steps steps with `jax.profiler`, reads the trace's XPlane (TensorFlow's protobuf
+definitions, a core dependency), joins every executed XLA op with the compiled step's HLO
+metadata (the `op_name` JAX records: module path and primitive), and prints milliseconds
+per step by component (`attn/core` = everything between the q/k/v projections and the
+output projection; `mlp/wi`, ...) split into matmuls and the rest, then the top ops.
+Times are summed over the runtime's worker threads, so on a 2-core CPU they add up to
+about the step time when both cores are busy.
+
+Measured on the 2-core CI-class CPU (GPT-2-style 4 x 256, context 256, batch 16, fp32):
+see the README's "Training" section for the breakdown and what it says.
+"""
+import collections
+import glob
+import os
+import re
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import train_step  # noqa: E402  (its --gin_file / --gin_bindings flags are ours too)
+
+_STEPS = flags.DEFINE_integer('trace_steps', 3, 'Traced steps.')
+_TOP = flags.DEFINE_integer('top', 12, 'Top ops to list.')
+
+_PROJECTIONS = ('query', 'key', 'value', 'out', 'wi', 'wo', 'wi_0', 'wi_1')
+
+
+def component(op_name: str) -> str:
+  """'jit(f)/transpose(jvp(DecoderOnly))/decoder/layers_2/attn/key/dot_general' ->
+  'attn/key'; ops inside a layer but outside a projection -> '<module>/core'."""
+  m = re.search(r'/layers_\d+/(\w+)/(\w+)', op_name)
+  if m:
+    return m.group(1) + '/' + (m.group(2) if m.group(2) in _PROJECTIONS else 'core')
+  if 'jvp(' in op_name or 'transpose(' in op_name:
+    return 'model: embed / logits / loss'
+  return 'optimizer and step bookkeeping'
+
+
+def hlo_op_names(hlo_text: str) -> dict:
+  """{instruction name: op_name metadata} for the entry computation's instructions."""
+  entry = hlo_text[hlo_text.index('ENTRY'):]
+  names = {}
+  for line in entry.splitlines():
+    m = re.match(r'\s*%(\S+) = ', line)
+    if m:
+      meta = re.search(r'op_name="([^"]+)"', line)
+      names[m.group(1)] = meta.group(1) if meta else ''
+  return names
+
+
+def op_times(trace_dir: str) -> collections.Counter:
+  """{op name: total picoseconds} over every thread of the traced XPlane."""
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
+  files = glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True)
+  if not files:
+    raise RuntimeError(f'jax.profiler wrote no .xplane.pb under {trace_dir}')
+  space = xplane_pb2.XSpace()
+  with open(files[0], 'rb') as f:
+    space.ParseFromString(f.read())
+  total = collections.Counter()
+  for plane in space.planes:
+    meta = {k: v.name for k, v in plane.event_metadata.items()}
+    for line in plane.lines:
+      if line.name == 'python':
+        continue
+      for event in line.events:
+        name = meta.get(event.metadata_id, '')
+        if 'Execute' in name or 'Await' in name:  # runtime spans that contain the ops
+          continue
+        total[name] += event.duration_ps
+  return total
+
+
+def main(argv):
+  del argv
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  import gin
+  import jax
+  from research import models
+  from research.train import trainer  # noqa: F401  pylint: disable=unused-import
+  gin.parse_config_files_and_bindings(train_step._GIN_FILE.value,  # pylint: disable=protected-access
+                                      train_step._GIN_BINDINGS.value)  # pylint: disable=protected-access
+  cfg = models.TransformerConfig()
+  batch_size = gin.query_parameter('%BATCH_SIZE')
+  lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
+  one, _, _, hlo = train_step.build_jax_step(cfg, batch_size, lengths)
+  one()
+  names = hlo_op_names(hlo())
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir):
+      for _ in range(_STEPS.value):
+        one()
+    times = op_times(trace_dir)
+  per_step = {op: ps / 1e9 / _STEPS.value for op, ps in times.items() if op in names}
+  groups = collections.Counter()
+  for op, ms in per_step.items():
+    kind = 'matmul' if 'dot_general' in names[op] else 'other'
+    groups[(component(names[op]), kind)] += ms
+  total = sum(per_step.values())
+  print(f'{total:.0f} ms of XLA ops per step ({jax.devices()[0].device_kind}, '
+        f'{_STEPS.value} traced steps)')
+  print(f'{"component":32s} {"kind":7s} {"ms/step":>8s} {"share":>6s}')
+  for (comp, kind), ms in groups.most_common():
+    print(f'{comp:32s} {kind:7s} {ms:8.1f} {100 * ms / total:5.1f}%')
+  print(f'\ntop {_TOP.value} ops:')
+  for op, ms in sorted(per_step.items(), key=lambda kv: -kv[1])[:_TOP.value]:
+    print(f'{ms:8.1f} ms  {op:28s} {names[op][-90:]}')
+
+
+if __name__ == '__main__':
+  app.run(main)
