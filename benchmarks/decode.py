@@ -14,15 +14,15 @@ token buffer) of 16 + L slots. Three numbers per L:
 The cached step attends over the whole (masked) cache, as t5x does, so its cost grows
 slowly with L through attention; the uncached step grows with L through everything.
 
-Measured (`python benchmarks/decode.py`, 2-core CPU shared with other jobs, load ~10,
-best of 3; jax 0.10.2, 10.8M parameters, batch 1):
+Measured (`python benchmarks/decode.py`, 2-core CPU VM, idle, best of 3; jax 0.10.2,
+10.8M parameters, batch 1):
        L  generate tok/s  cached ms/step  uncached ms/step  uncached tok/s  speed-up
-     128           408.9            2.37              35.0           28.60       15x
-     512           211.9            3.95             287.5            3.48       73x
-    2048            32.9           26.14            3070.5            0.33      117x
-The cached step is not flat on CPU: its compiled loop copies every layer's whole K/V
-cache once per step (12 cache-sized `copy` ops in the HLO for 6 layers), so its cost
-tracks the cache size; the uncached step grows ~linearly-to-quadratically with L.
+     128           414.7            2.02              31.5           31.70       16x
+     512           419.3            2.34             135.0            7.41       58x
+    2048           157.3            4.71            1002.7            1.00      213x
+Before the cache layouts and the read-before-write step of research/models/attention.py
+(and `decoding.compiler_options()`), the compiled loop copied every layer's whole K/V
+cache at every step: 2.37 / 3.95 / 26.1 ms per cached step at these lengths.
 """
 import functools
 import json
