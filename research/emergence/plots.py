@@ -3,7 +3,8 @@
   fig3_<metric>.png   Schaeffer et al. (2023) Fig. 3 style: metric vs parameters (log x,
                       linear y), one line per answer length L, mean over seeds.
   fig4_exact_match_log.png   Fig. 4 style: exact match on a log y axis, with Clopper-Pearson
-                      intervals pooled over seeds (zero hits drawn at their upper bound).
+                      intervals pooled over seeds (zero hits: an open triangle at the upper bound), and chance
+                      10^-L dotted.
   du_vs_loss.png      Du et al. (2024): exact match and 1 - TED/L against answer-token loss,
                       one point per run x checkpoint x L.
 """
@@ -13,6 +14,7 @@ import os
 
 import matplotlib
 matplotlib.use('Agg')
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -20,6 +22,12 @@ import pandas as pd  # noqa: E402
 from research.emergence import sharpness  # noqa: E402
 
 FIG3_METRICS = ('exact_match', 'one_minus_ted_over_L', 'answer_logp', 'brier', 'mc_grade')
+
+
+def _log_x(ax):
+  """Log x axis with labels on the decades only (minor labels overlap on short ranges)."""
+  ax.set_xscale('log')
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _finals(table: pd.DataFrame, task: str = 'add') -> pd.DataFrame:
@@ -35,7 +43,7 @@ def fig3(table: pd.DataFrame, metric: str, ax=None):
     curve = group.groupby('n_params')['value'].mean()
     ax.plot(curve.index, curve.values, 'o-', color=colors[(int(length) - 1) % 8],
             label=f'L={length}', ms=3)
-  ax.set_xscale('log')
+  _log_x(ax)
   ax.set_xlabel('parameters')
   ax.set_ylabel(metric)
   ax.legend(fontsize=6, ncol=2)
@@ -51,16 +59,20 @@ def fig4(table: pd.DataFrame, ax=None):
     pooled = group.groupby('n_params')[['successes', 'n_items']].sum()
     k, n = pooled['successes'].values, pooled['n_items'].values
     low, high = sharpness.clopper_pearson(k, n)
-    rate = np.where(k > 0, k / n, high)  # zero hits: plot the upper bound, open marker
     color = colors[(int(length) - 1) % 8]
-    ax.errorbar(pooled.index, rate, yerr=[rate - np.maximum(low, 1e-12), high - rate],
-                fmt='-', color=color, label=f'L={length}', capsize=2)
-    ax.scatter(pooled.index[k > 0], rate[k > 0], color=color, s=10)
-    ax.scatter(pooled.index[k == 0], rate[k == 0], facecolors='none', edgecolors=color, s=10)
-  ax.set_xscale('log')
+    hit = k > 0
+    rate = k / n
+    ax.errorbar(pooled.index[hit], rate[hit], yerr=[rate[hit] - low[hit], high[hit] - rate[hit]],
+                fmt='o-', ms=3, color=color, label=f'L={length}' if hit.any() else None,
+                capsize=2)
+    # Zero hits: only an upper bound, drawn as an open downward triangle.
+    ax.scatter(pooled.index[~hit], high[~hit], marker='v', facecolors='none',
+               edgecolors=color, s=18, label=None if hit.any() else f'L={length} (0 hits)')
+    ax.axhline(10.0 ** -int(length), color=color, ls=':', lw=0.7)  # chance: 10^-L
+  _log_x(ax)
   ax.set_yscale('log')
   ax.set_xlabel('parameters')
-  ax.set_ylabel('exact match (95% Clopper-Pearson)')
+  ax.set_ylabel('exact match (95% Clopper-Pearson)\n dotted: chance 10^-L')
   ax.legend(fontsize=6, ncol=2)
   return ax
 
