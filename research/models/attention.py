@@ -132,15 +132,20 @@ class Attention(nn.Module):
     k = nn.with_logical_constraint(k, axes.ACT_BLKD)
     v = nn.with_logical_constraint(v, axes.ACT_BLKD)
 
+    mask, bias = self._mask_and_bias(q_info, q_index, kv_info, k_index)
+    attn_bqhd = ATTENTION_IMPLS[cfg.attention_impl](q, k, v, mask, bias, self._scale())
+    attn_bqhd = nn.with_logical_constraint(attn_bqhd, axes.ACT_BLHD)
+    return out(attn_bqhd)
+
+  def _mask_and_bias(self, q_info: SeqInfo, q_index, kv_info: SeqInfo, k_index):
+    """The boolean mask [b, 1, q, k] and the position bias [b, h, q, k] (or None)."""
     mask = make_mask(q_info.segment_ids, kv_info.segment_ids, causal=self.causal,
                      q_index=q_index, k_index=k_index, q_prefix=q_info.prefix,
                      k_prefix=kv_info.prefix)
     bias = None
     if self.bias_module is not None:
       bias = self.bias_module(q_info.positions, kv_info.positions)
-    attn_bqhd = ATTENTION_IMPLS[cfg.attention_impl](q, k, v, mask, bias, self._scale())
-    attn_bqhd = nn.with_logical_constraint(attn_bqhd, axes.ACT_BLHD)
-    return out(attn_bqhd)
+    return mask, bias
 
   def _scale(self):
     return self.config.dims_per_head ** -0.5 if self.config.scale_queries else 1.0
@@ -180,13 +185,7 @@ class Attention(nn.Module):
         (old, old_index, _from_cache(cached['cached_key'].value, True),
          _from_cache(cached['cached_value'].value, False)),
         (info, q_index, k, v)):
-      mask = make_mask(info.segment_ids, kv_info.segment_ids, causal=self.causal,
-                       q_index=q_index, k_index=k_index, q_prefix=info.prefix,
-                       k_prefix=kv_info.prefix)
-      bias = None
-      if self.bias_module is not None:
-        bias = self.bias_module(info.positions, kv_info.positions)
-      parts.append((keys, values, mask, bias))
+      parts.append((keys, values, *self._mask_and_bias(info, q_index, kv_info, k_index)))
     attn_bqhd = attention_over_parts(q, parts, self._scale())
 
     prefix = info.prefix
