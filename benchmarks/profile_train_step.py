@@ -88,8 +88,10 @@ def main(argv):
   import jax
   from research import models
   from research.train import trainer  # noqa: F401  pylint: disable=unused-import
-  gin.parse_config_files_and_bindings(train_step._GIN_FILE.value,  # pylint: disable=protected-access
-                                      train_step._GIN_BINDINGS.value)  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  gin.parse_config_files_and_bindings(train_step._GIN_FILE.value,
+                                      train_step._GIN_BINDINGS.value)
+  # pylint: enable=protected-access
   cfg = models.TransformerConfig()
   batch_size = gin.query_parameter('%BATCH_SIZE')
   lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))

@@ -3,8 +3,8 @@
   fig3_<metric>.png   Schaeffer et al. (2023) Fig. 3 style: metric vs parameters (log x,
                       linear y), one line per answer length L, mean over seeds.
   fig4_exact_match_log.png   Fig. 4 style: exact match on a log y axis, with Clopper-Pearson
-                      intervals pooled over seeds (zero hits: an open triangle at the upper bound), and chance
-                      10^-L dotted.
+                      intervals pooled over seeds (zero hits: an open triangle at the upper
+                      bound), and chance 10^-L dotted.
   du_vs_loss.png      Du et al. (2024): exact match and 1 - TED/L against answer-token loss,
                       one point per run x checkpoint x L.
 """
