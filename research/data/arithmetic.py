@@ -1,15 +1,32 @@
 """k-shot integer arithmetic in a 16-token character vocabulary (the emergence probe's tasks).
 
-    prompt  '03+41=44;12+05=17;20+37='     (k = 2 shots of the same task and length)
-    target  '57;'                          (answer digits, then the terminator ';')
+Every number is written least-significant digit first (the "reverse" format of Lee et al.
+2023, "Teaching Arithmetic to Small Transformers"), addition operands zero-padded to a fixed
+width of 8 digits whatever L, and the answer follows the second operand directly:
 
-Tasks (Schaeffer, Miranda & Koyejo 2023 use GPT-3's 2-5 digit arithmetic; ours is fixed-length
-so that chance exact match is exactly 10^-L):
-  add L    L-digit addition, operands and answer zero-padded to exactly L digits, L = 1..8
-           (a + b < 10^L: the sum c is drawn uniformly, then a uniform in [0, c]).
-  mul      2-digit x 2-digit multiplication (operands 10..99), answer padded to 4 digits.
+    2-digit problem 12 + 54 = 66:   '21000000+45000000' + '66;'
+    prompt  '30000000+14000000' '44;' '21000000+50000000' '71;' '02000000+73000000'
+    target  '75;'                  (answer digits, then the terminator ';'; k = 2 shots)
+
+Why this format (measured on the probe's 1e5-parameter model, 800 steps, L uniform 1..8):
+  * operands padded to L digits and answers most-significant first: answer-token accuracy
+    at chance for L >= 4, because where the answer's i-th digit must look depends on L;
+  * fixed-width, reversed operands and answer, with '=' before the answer: every answer digit
+    learned (per-position accuracy 1.00) except the first, which stayed at chance (0.10) even
+    after 1600 steps: the digits are found by their index within a number, and the first
+    answer digit is predicted from '=', a separator with no index;
+  * the same without '=': exact match 0.93-1.00 at every L.
+The answer stays exactly L digits, so chance exact match is exactly 10^-L.
+
+Tasks:
+  add L    L-digit addition (a + b < 10^L: the sum c is drawn uniformly, then a uniform in
+           [0, c]), answer zero-padded to exactly L digits, L = 1..8.
+  mul      2-digit x 2-digit multiplication (operands 10..99, written '*'-separated and
+           reversed like the rest), answer padded to 4 digits.
   mc       4-option multiple choice over the `add L` items: the gold answer plus three
            distinct one-digit corruptions of it, scored by summed log-probability.
+`value(digits)` reads a written number back. ('=' stays in the vocabulary, unused, so
+checkpoints of the 16-token models keep their shape.)
 
 Everything is a pure function of (seed, task, L, index): the held-out eval set is the same for
 every model (paired comparisons) and a prefix of a larger one; the training stream uses a
@@ -36,6 +53,7 @@ TERMINATOR_ID = _CHAR_TO_ID[TERMINATOR]
 DIGIT_IDS = np.array([_CHAR_TO_ID[str(d)] for d in range(10)], np.int32)
 LENGTHS = tuple(range(1, 9))
 MUL_LENGTH = 4
+WIDTH = max(LENGTHS)  # addition operands are written with this many digits
 EVAL_SEED = 20230428   # the eval set's namespace (Schaeffer et al.'s arXiv date)
 TRAIN_SEED_NAMESPACE = 7  # mixed into every training draw: never the eval namespace
 _TASK_CODES = {'add': 1, 'mul': 2}
@@ -53,8 +71,18 @@ def decode(ids: Sequence[int]) -> str:
 class Problem:
   task: str    # 'add' | 'mul'
   length: int  # answer digits L
-  question: str  # 'a+b='
-  answer: str    # exactly `length` digits
+  question: str  # operands, e.g. '21000000+45000000'
+  answer: str    # exactly `length` digits, least significant first
+
+
+def digits(n: int, width: int) -> str:
+  """`n` zero-padded to `width` digits, least-significant digit first."""
+  return f'{n:0{width}d}'[::-1]
+
+
+def value(written: str) -> int:
+  """The integer a `digits(...)` string denotes."""
+  return int(written[::-1])
 
 
 def make_problem(rng: np.random.Generator, task: str, length: int) -> Problem:
@@ -64,10 +92,11 @@ def make_problem(rng: np.random.Generator, task: str, length: int) -> Problem:
     c = int(rng.integers(0, 10**length))
     a = int(rng.integers(0, c + 1))
     b = c - a
-    return Problem('add', length, f'{a:0{length}d}+{b:0{length}d}=', f'{c:0{length}d}')
+    return Problem('add', length, f'{digits(a, WIDTH)}+{digits(b, WIDTH)}', digits(c, length))
   if task == 'mul':
     a, b = (int(x) for x in rng.integers(10, 100, size=2))
-    return Problem('mul', MUL_LENGTH, f'{a}*{b}=', f'{a * b:0{MUL_LENGTH}d}')
+    return Problem('mul', MUL_LENGTH, f'{digits(a, 2)}*{digits(b, 2)}',
+                   digits(a * b, MUL_LENGTH))
   raise ValueError(f'unknown task {task!r}; known: add, mul')
 
 
@@ -99,11 +128,16 @@ class Item:
     return encode(self.target)
 
 
+def k_shot_problems(rng: np.random.Generator, task: str, length: int, k: int
+                    ) -> list[Problem]:
+  """k solved shots and then the query: k + 1 problems of the same task and length."""
+  return [make_problem(rng, task, length) for _ in range(k + 1)]
+
+
 def k_shot_text(rng: np.random.Generator, task: str, length: int, k: int
                 ) -> tuple[str, Problem]:
   """(prompt, query problem): k solved problems of the same task and length, then the query."""
-  shots = [make_problem(rng, task, length) for _ in range(k)]
-  query = make_problem(rng, task, length)
+  *shots, query = k_shot_problems(rng, task, length, k)
   prompt = ''.join(p.question + p.answer + TERMINATOR for p in shots) + query.question
   return prompt, query
 
@@ -135,35 +169,36 @@ def eval_items(n_per_length: int = 200, *, seed: int = EVAL_SEED, k_shots: int =
 
 def max_sequence_length(k_shots: int = 2, max_length: int = max(LENGTHS)) -> int:
   """Tokens of the longest example (prompt + target)."""
-  return (k_shots + 1) * (3 * max_length + 3)
+  return (k_shots + 1) * (2 * WIDTH + 1 + max_length + 1)
 
 
 # ------------------------------------------------------------------- the training stream
 
 
+def _training_problems(rng: np.random.Generator, k_shots: int, mul_fraction: float,
+                       lengths: Sequence[int]) -> list[Problem]:
+  if rng.random() < mul_fraction:
+    return k_shot_problems(rng, 'mul', MUL_LENGTH, k_shots)
+  return k_shot_problems(rng, 'add', int(rng.choice(lengths)), k_shots)
+
+
 def training_example(rng: np.random.Generator, k_shots: int, mul_fraction: float,
                      lengths: Sequence[int]) -> str:
   """One full example: k solved shots and the solved query (L uniform over `lengths`)."""
-  if rng.random() < mul_fraction:
-    prompt, query = k_shot_text(rng, 'mul', MUL_LENGTH, k_shots)
-  else:
-    prompt, query = k_shot_text(rng, 'add', int(rng.choice(lengths)), k_shots)
-  return prompt + query.answer + TERMINATOR
+  return ''.join(p.question + p.answer + TERMINATOR
+                 for p in _training_problems(rng, k_shots, mul_fraction, lengths))
 
 
-def answer_mask(ids: np.ndarray) -> np.ndarray:
-  """1 on every answer digit and terminator (the tokens after '=' up to and incl. ';')."""
-  eq, term = _CHAR_TO_ID['='], TERMINATOR_ID
-  mask = np.zeros(len(ids), np.float32)
-  inside = False
-  for t, i in enumerate(ids):
-    if inside:
-      mask[t] = 1.0
-    if i == eq:
-      inside = True
-    elif i == term:
-      inside = False
-  return mask
+def training_tokens(rng: np.random.Generator, k_shots: int, mul_fraction: float,
+                    lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+  """(ids, answer mask) of one example (the same draw as `training_example`): the mask is 1
+  on every answer digit and terminator, 0 on the operands."""
+  ids, mask = [], []
+  for p in _training_problems(rng, k_shots, mul_fraction, lengths):
+    answer = encode(p.answer + TERMINATOR)
+    ids += encode(p.question) + answer
+    mask += [0.0] * len(p.question) + [1.0] * len(answer)
+  return np.asarray(ids, np.int32), np.asarray(mask, np.float32)
 
 
 class ArithmeticSource(Iterator[dict]):
@@ -194,11 +229,10 @@ class ArithmeticSource(Iterator[dict]):
     weights = np.zeros((b, n), np.float32)
     segments = np.zeros((b, n), np.int32)
     for r in range(b):
-      ids = np.asarray(encode(training_example(rng, self.k_shots, self.mul_fraction,
-                                               self.lengths)), np.int32)
+      ids, answers = training_tokens(rng, self.k_shots, self.mul_fraction, self.lengths)
       m = len(ids) - 1
       inputs[r, :m], targets[r, :m], segments[r, :m] = ids[:-1], ids[1:], 1
-      weights[r, :m] = answer_mask(ids)[1:] if self.loss_on == 'answers' else 1.0
+      weights[r, :m] = answers[1:] if self.loss_on == 'answers' else 1.0
     positions = np.tile(np.arange(n, dtype=np.int32), (b, 1)) * segments
     return {'decoder_input_tokens': inputs, 'decoder_target_tokens': targets,
             'decoder_loss_weights': weights, 'decoder_segment_ids': segments,
@@ -256,7 +290,8 @@ def builder_class():
 
   class Arithmetic(tfds.core.GeneratorBasedBuilder):
     """k-shot arithmetic; configs 'small' (200 per L), 'large' (2,000 per L), 'tiny' (tests)."""
-    VERSION = tfds.core.Version('1.0.0')
+    VERSION = tfds.core.Version('2.0.0')
+    RELEASE_NOTES = {'2.0.0': 'Numbers least-significant digit first, operands 8 digits, no =.'}
     BUILDER_CONFIGS = [ArithmeticConfig(name='small'),
                        ArithmeticConfig(name='large', n_per_length=2000),
                        ArithmeticConfig(name='tiny', n_per_length=5, train_examples=20)]

@@ -187,6 +187,62 @@ def sharpness_table(runs, caches, num_samples: int = 1000, seed: int = 0) -> pd.
   return pd.DataFrame(rows)
 
 
+def acceptance(table: pd.DataFrame, sharp: pd.DataFrame, *, min_lengths: int = 4,
+               min_hits: int = 10) -> dict:
+  """The issue's checks on a probe's own output, each with the numbers behind it.
+
+  onset: for every addition length L >= `min_lengths`, whether the onset index of exact
+    match is below that of 1 - TED/L with the bootstrap interval of the difference below 0.
+  product: Spearman correlation, over the (run, checkpoint, L) addition cells with at least
+    `min_hits` exact-match hits, between exact match and the product of per-position
+    teacher-forced accuracies; holds at >= 0.95.
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  onset = []
+  for length in [L for L in arithmetic.LENGTHS if L >= min_lengths]:
+    row = sharp[(sharp['task'] == 'add') & (sharp['L'] == length)
+                & (sharp['metric'] == 'exact_match')] if len(sharp) else sharp
+    if not len(row) or not np.isfinite(row['diff_vs_ted'].iloc[0]):
+      onset.append({'L': length, 'holds': False,
+                    'why': 'exact match is flat (0 at every size), onset index undefined'})
+      continue
+    r = row.iloc[0]
+    ted = sharp[(sharp['task'] == 'add') & (sharp['L'] == length)
+                & (sharp['metric'] == 'one_minus_ted_over_L')]['onset_index']
+    onset.append({'L': length, 'onset_exact_match': float(r['onset_index']),
+                  'onset_one_minus_ted': float(ted.iloc[0]) if len(ted) else float('nan'),
+                  'difference': float(r['diff_vs_ted']), 'low': float(r['diff_low']),
+                  'high': float(r['diff_high']),
+                  'holds': bool(r['diff_vs_ted'] < 0 and r['diff_high'] < 0)})
+  keys = ['run_id', 'step', 'task', 'L']
+  add = table[table['task'] == 'add']
+  em = add[add['metric'] == 'exact_match'].set_index(keys)
+  prod = add[add['metric'] == 'product_position_accuracy'].set_index(keys)['value']
+  cells = em[em['successes'] >= min_hits].join(prod.rename('product'), how='inner')
+  rho = (float(stats.spearmanr(cells['value'], cells['product']).statistic)
+         if len(cells) >= 3 else float('nan'))
+  return {'onset': onset,
+          'product': {'spearman': rho, 'cells': int(len(cells)), 'min_hits': min_hits,
+                      'holds': bool(rho >= 0.95)}}
+
+
+def format_acceptance(result: dict) -> list[str]:
+  lines = []
+  for o in result['onset']:
+    if 'difference' in o:
+      lines.append(f"onset L={o['L']}: A(exact match) {o['onset_exact_match']:.3f} vs "
+                   f"A(1-TED/L) {o['onset_one_minus_ted']:.3f}, difference "
+                   f"{o['difference']:+.3f} [{o['low']:+.3f}, {o['high']:+.3f}]: "
+                   f"{'holds' if o['holds'] else 'does not hold'}")
+    else:
+      lines.append(f"onset L={o['L']}: does not hold ({o['why']})")
+  p = result['product']
+  lines.append(f"exact match vs product of per-position accuracies: Spearman {p['spearman']:.3f}"
+               f" over {p['cells']} cells with >= {p['min_hits']} hits: "
+               f"{'holds' if p['holds'] else 'does not hold'}")
+  return lines
+
+
 def probe(sweep_dir: str, out_dir: str, *, n_per_length: int = 200, with_mc: bool = True,
           bootstrap_samples: int = 1000, figures: bool = True, log=print) -> dict:
   """The whole probe; returns {'runs', 'skipped', 'csv', 'sharpness_csv', 'figures'}."""
@@ -220,5 +276,10 @@ def probe(sweep_dir: str, out_dir: str, *, n_per_length: int = 200, with_mc: boo
     written = plots.all_figures(table, out_dir)
   with open(os.path.join(out_dir, 'skipped.json'), 'w') as f:
     json.dump([{'run_id': r, 'why': w} for r, w in skipped], f, indent=1)
+  checks = acceptance(table, sharp)
+  for line in format_acceptance(checks):
+    log(f'probe: {line}')
+  with open(os.path.join(out_dir, 'acceptance.json'), 'w') as f:
+    json.dump(checks, f, indent=1)
   return {'runs': [r.run_id for r in runs], 'skipped': skipped, 'csv': csv_path,
-          'sharpness_csv': sharp_path, 'figures': written}
+          'sharpness_csv': sharp_path, 'figures': written, 'acceptance': checks}

@@ -53,6 +53,48 @@ def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
   assert {'onset_index', 'breakthroughness', 'linearity', 'diff_vs_ted'} <= set(sharp.columns)
   assert all(os.path.exists(p) for p in result['figures']) and len(result['figures']) >= 3
   assert [s['run_id'] for s in json.load(open(tmp_path / 'skipped.json'))]
+  checks = json.load(open(tmp_path / 'acceptance.json'))
+  assert checks == json.loads(json.dumps(result['acceptance']))
+  assert [o['L'] for o in checks['onset']] == [4, 5, 6, 7, 8]
+  assert any(line.startswith('probe: onset L=4') for line in lines)
+
+
+def _acceptance_inputs(em_diff, em_high, em_ok=(0.0, 0.3, 0.9), product=(0.0, 0.31, 0.88)):
+  """A sharpness table for L = 4 (L = 5..8 absent: flat exact match) and an emergence table
+  of three cells whose exact match is `em_ok` against products `product`."""
+  sharp = pd.DataFrame([
+      dict(task='add', L=4, metric='exact_match', onset_index=0.2, diff_vs_ted=em_diff,
+           diff_low=em_diff - 0.1, diff_high=em_high),
+      dict(task='add', L=4, metric='one_minus_ted_over_L', onset_index=0.6,
+           diff_vs_ted=float('nan'), diff_low=float('nan'), diff_high=float('nan'))])
+  rows = []
+  for i, (em, pr) in enumerate(zip(em_ok, product)):
+    cell = dict(run_id=f'r{i}', step=100, task='add', L=4)
+    rows += [dict(cell, metric='exact_match', value=em, successes=int(200 * em)),
+             dict(cell, metric='product_position_accuracy', value=pr, successes=float('nan'))]
+  return pd.DataFrame(rows), sharp
+
+
+def test_acceptance_reads_the_bootstrap_interval_and_the_rank_correlation():
+  table, sharp = _acceptance_inputs(-0.4, -0.1, em_ok=(0.1, 0.3, 0.9, 0.5),
+                                    product=(0.12, 0.31, 0.88, 0.45))
+  checks = probe.acceptance(table, sharp)
+  first = checks['onset'][0]
+  assert first['L'] == 4 and first['holds'] and first['onset_one_minus_ted'] == 0.6
+  assert not any(o['holds'] for o in checks['onset'][1:])
+  assert 'flat' in checks['onset'][1]['why']
+  assert checks['product']['cells'] == 4 and checks['product']['spearman'] == pytest.approx(1.0)
+  assert checks['product']['holds']
+  # an interval that reaches 0, and a product that ranks the cells the other way round
+  table, sharp = _acceptance_inputs(-0.4, 0.05, em_ok=(0.1, 0.3, 0.9),
+                                    product=(0.9, 0.5, 0.1))
+  checks = probe.acceptance(table, sharp)
+  assert not checks['onset'][0]['holds']
+  assert checks['product']['spearman'] == pytest.approx(-1.0) and not checks['product']['holds']
+  # cells under min_hits do not count: 0.0 has no hits
+  table, sharp = _acceptance_inputs(-0.4, -0.1)
+  assert probe.acceptance(table, sharp)['product']['cells'] == 2
+  assert any('does not hold' in line for line in probe.format_acceptance(checks))
 
 
 def test_entry_point_smoke_and_bad_flags(sweep, tmp_path):

@@ -10,27 +10,36 @@ def test_vocabulary_is_small_and_round_trips():
   assert ar.decode(ar.encode('12+34=46;')) == '12+34=46;'
 
 
+def test_numbers_are_written_least_significant_digit_first():
+  assert ar.digits(1234, 6) == '432100' and ar.value('432100') == 1234
+  problem = ar.make_problem(np.random.default_rng(0), 'add', 3)
+  a, b = problem.question.split('+')
+  assert len(a) == len(b) == ar.WIDTH
+  assert ar.value(a) + ar.value(b) == ar.value(problem.answer)
+
+
 @pytest.mark.parametrize('length', ar.LENGTHS)
 def test_addition_is_correct_and_fixed_length(length):
   for i in range(50):
     item = ar.make_item(0, 'add', length, i)
     question = item.prompt.split(';')[-1]
-    a, b = question[:-1].split('+')
-    assert len(a) == len(b) == length
-    assert item.target == f'{int(a) + int(b):0{length}d};'
+    a, b = question.split('+')
+    assert len(a) == len(b) == ar.WIDTH and max(ar.value(a), ar.value(b)) < 10**length
+    assert item.target == ar.digits(ar.value(a) + ar.value(b), length) + ';'
     assert len(item.target_ids) == length + 1
     for shot in item.prompt.split(';')[:-1]:
-      q, ans = shot.split('=')
-      x, y = q.split('+')
-      assert len(ans) == length and int(ans) == int(x) + int(y)
+      x, y = shot[:ar.WIDTH], shot[ar.WIDTH + 1:2 * ar.WIDTH + 1]
+      ans = shot[2 * ar.WIDTH + 1:]
+      assert shot[ar.WIDTH] == '+'
+      assert len(ans) == length and ar.value(ans) == ar.value(x) + ar.value(y)
 
 
 def test_multiplication_is_two_by_two_digits_padded_to_four():
   for i in range(50):
     item = ar.make_item(0, 'mul', 4, i)
-    a, b = item.prompt.split(';')[-1][:-1].split('*')
-    assert 10 <= int(a) <= 99 and 10 <= int(b) <= 99
-    assert item.target == f'{int(a) * int(b):04d};'
+    a, b = item.prompt.split(';')[-1].split('*')
+    assert 10 <= ar.value(a) <= 99 and 10 <= ar.value(b) <= 99
+    assert item.target == ar.digits(ar.value(a) * ar.value(b), 4) + ';'
 
 
 def test_multiple_choice_options_are_gold_plus_three_one_digit_corruptions():
@@ -62,7 +71,7 @@ def test_eval_set_is_not_the_training_stream():
     batch = next(source)
     for row in batch['decoder_input_tokens']:
       for problem in ar.decode(row).split(';'):
-        seen.add(problem.split('=')[0] + '=')
+        seen.add(problem[:2 * ar.WIDTH + 1])
   assert len(seen) > 1000 and not (evals & seen)
 
 
@@ -78,12 +87,21 @@ def test_stream_source_is_resumable_and_weights_only_answers():
   batch = first[0]
   weighted = batch['decoder_target_tokens'][batch['decoder_loss_weights'] > 0]
   assert set(np.unique(weighted)) <= set(ar.DIGIT_IDS) | {ar.TERMINATOR_ID}
+  # Exactly the answers: per row, the tokens after each question up to its terminator.
+  rng = np.random.default_rng([ar.TRAIN_SEED_NAMESPACE, 5, 0, 0])
+  ids, answers = ar.training_tokens(rng, 2, 0.1, ar.LENGTHS)
+  np.testing.assert_array_equal(batch['decoder_input_tokens'][0, :len(ids) - 1], ids[:-1])
+  np.testing.assert_array_equal(batch['decoder_loss_weights'][0, :len(ids) - 1], answers[1:])
+  text = ar.decode(ids)
+  assert ''.join(c for c, m in zip(text, answers) if m) == ''.join(
+      problem[len(problem.split('+')[0]) * 2 + 1:] + ';' if '+' in problem else
+      problem[5:] + ';' for problem in text.split(';')[:-1])
   assert np.all(batch['decoder_target_tokens'][batch['decoder_segment_ids'] == 0] == 0)
 
 
 def test_stream_lengths_are_uniform_over_one_to_eight():
   rng = np.random.default_rng(0)
-  lengths = [len(ar.training_example(rng, 2, 0.0, ar.LENGTHS).split(';')[0].split('=')[1])
+  lengths = [len(ar.training_example(rng, 2, 0.0, ar.LENGTHS).split(';')[0]) - 2 * ar.WIDTH - 1
              for _ in range(4000)]
   counts = np.bincount(lengths, minlength=9)[1:]
   assert counts.min() > 400 and counts.max() < 600
