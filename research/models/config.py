@@ -65,7 +65,7 @@ class TransformerConfig:
   dtype: str = 'float32'  # compute dtype
   param_dtype: str = 'float32'
   z_loss: float = 0.0  # PaLM's auxiliary loss z_loss * log(Z)^2; read by the loss
-  attention_impl: str = 'einsum'
+  attention_impl: str = 'blocked'
   init_std: float = 0.02
 
   def __post_init__(self):

@@ -40,19 +40,23 @@ class DenseGeneral(nn.Module):
   param_dtype: Any
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, weights_only: bool = False):
+    """x @ kernel (+ bias); with `weights_only`, (kernel, bias or None) in the compute
+    dtype instead, for a caller that fuses several projections into one dot."""
     axis = tuple(a % x.ndim for a in self.axis)
     in_shape = tuple(x.shape[a] for a in axis)
     kernel = self.param('kernel', normal_init(self.std, self.kernel_axes),
                         in_shape + self.features, self.param_dtype)
-    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    y = jax.lax.dot_general(x, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
+    bias = None
     if self.use_bias:
-      bias = self.param('bias', nn.with_logical_partitioning(
+      bias = jnp.asarray(self.param('bias', nn.with_logical_partitioning(
           nn.initializers.zeros_init(), self.kernel_axes[len(axis):]),
-                        self.features, self.param_dtype)
-      y = y + jnp.asarray(bias, self.dtype)
-    return y
+                                    self.features, self.param_dtype), self.dtype)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    if weights_only:
+      return kernel, bias
+    y = jax.lax.dot_general(x, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
+    return y if bias is None else y + bias
 
 
 def dense(config: TransformerConfig, features, in_axes, out_axes, *, name,
