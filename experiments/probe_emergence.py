@@ -1,7 +1,7 @@
 r"""Scores every run of an arithmetic sweep by every metric: emergence.csv, sharpness.csv, figures.
 
   python experiments/probe_emergence.py --sweep_dir=/tmp/emergence_cpu --out=/tmp/probe \
-      [--n_per_length=200] [--no_mc] [--bootstrap_samples=1000]
+      [--n_per_length=200] [--nomc] [--bootstrap_samples=1000] [--large_n_per_length=2000]
 
 Unfinished or corrupt runs are listed one per line and skipped. Re-running reuses the
 per-checkpoint caches in <out>/cache/ and recomputes the metrics from them.
@@ -21,6 +21,9 @@ _OUT = flags.DEFINE_string('out', None, 'Output directory (created).')
 _N_PER_LENGTH = flags.DEFINE_integer('n_per_length', 200, 'Eval items per answer length.')
 _MC = flags.DEFINE_bool('mc', True, 'Score the multiple-choice variant.')
 _BOOTSTRAP = flags.DEFINE_integer('bootstrap_samples', 1000, 'Bootstrap replicates.')
+_LARGE = flags.DEFINE_integer(
+    'large_n_per_length', 0, 'If > 0: final (run, L) cells with no exact match among the '
+    '--n_per_length items are scored again on this many (resolution.csv).')
 
 
 def _fail(message: str, code: int = 1):
@@ -40,6 +43,9 @@ def main(argv):
     _fail(f'unexpected arguments: {" ".join(argv[1:])}', code=2)
   if not _SWEEP_DIR.value or not _OUT.value:
     _fail('--sweep_dir and --out are required', code=2)
+  if _LARGE.value and _LARGE.value <= _N_PER_LENGTH.value:
+    _fail(f'--large_n_per_length ({_LARGE.value}) must exceed --n_per_length '
+          f'({_N_PER_LENGTH.value})', code=2)
   if _N_PER_LENGTH.value < 1:
     _fail(f'--n_per_length must be positive, got {_N_PER_LENGTH.value}', code=2)
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
@@ -47,7 +53,8 @@ def main(argv):
   log = lambda line: print(line, file=sys.stderr)  # noqa: E731
   try:
     result = probe.probe(_SWEEP_DIR.value, _OUT.value, n_per_length=_N_PER_LENGTH.value,
-                         with_mc=_MC.value, bootstrap_samples=_BOOTSTRAP.value, log=log)
+                         with_mc=_MC.value, bootstrap_samples=_BOOTSTRAP.value,
+                         large_n_per_length=_LARGE.value, log=log)
   except ValueError as e:
     _fail(e)
   log(f'probe_emergence.py: {len(result["runs"])} runs scored, {len(result["skipped"])} '

@@ -187,6 +187,48 @@ def sharpness_table(runs, caches, num_samples: int = 1000, seed: int = 0) -> pd.
   return pd.DataFrame(rows)
 
 
+def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 200,
+               large: int = 2000, log=print) -> pd.DataFrame:
+  """Schaeffer et al.'s resolution argument (their Fig. 4-5): every final (run, L) addition
+  cell with no exact match among its first `small` eval items is scored again on `large`
+  items (the eval set's first `small` items are the same ones), and its Clopper-Pearson
+  interval is set against chance, 10^-L. One row per such cell; the large caches are kept
+  beside the others and reused."""
+  rows = []
+  for run in runs:
+    if not caches.get(run.run_id):
+      continue
+    step = max(caches[run.run_id])
+    cache = caches[run.run_id][step]
+    em = metrics_lib.item_metrics(cache)['exact_match']
+    for length in arithmetic.LENGTHS:
+      select = np.flatnonzero((cache['task'] == 'add') & (cache['length'] == length))[:small]
+      if len(select) < small or em[select].sum() > 0:
+        continue
+      path = os.path.join(out_dir, 'cache', run.run_id, f'step_{step}_large{large}_L{length}.npz')
+      if os.path.exists(path):
+        big = cache_lib.load(path)
+      else:
+        items = arithmetic.eval_items(large, lengths=[length], include_mul=False)
+        big = cache_lib.score_model(model_config(run), load_params(run, step), items,
+                                    with_mc=False)
+        cache_lib.save(path, big)
+      hits = metrics_lib.item_metrics(big)['exact_match']
+      low, high = sharpness.clopper_pearson(int(hits.sum()), hits.size)
+      row = {'run_id': run.run_id, 'n_params': run.info.get('n_params'), 'step': step,
+             'L': length, 'small_n': small, 'small_hits': int(hits[:small].sum()),
+             'large_n': int(hits.size), 'large_hits': int(hits.sum()),
+             'ci_low': float(low), 'ci_high': float(high), 'chance': 10.0**-length,
+             'above_chance': bool(low > 10.0**-length)}
+      log(f"probe: resolution {run.run_id} L={length}: 0/{small} -> {row['large_hits']}/"
+          f"{row['large_n']}, Clopper-Pearson [{low:.2g}, {high:.2g}] vs chance "
+          f"{row['chance']:.0e}{' (above chance)' if row['above_chance'] else ''}")
+      rows.append(row)
+  return pd.DataFrame(rows, columns=['run_id', 'n_params', 'step', 'L', 'small_n',
+                                     'small_hits', 'large_n', 'large_hits', 'ci_low',
+                                     'ci_high', 'chance', 'above_chance'])
+
+
 def acceptance(table: pd.DataFrame, sharp: pd.DataFrame, *, min_lengths: int = 4,
                min_hits: int = 10) -> dict:
   """The issue's checks on a probe's own output, each with the numbers behind it.
@@ -244,7 +286,8 @@ def format_acceptance(result: dict) -> list[str]:
 
 
 def probe(sweep_dir: str, out_dir: str, *, n_per_length: int = 200, with_mc: bool = True,
-          bootstrap_samples: int = 1000, figures: bool = True, log=print) -> dict:
+          bootstrap_samples: int = 1000, figures: bool = True, large_n_per_length: int = 0,
+          log=print) -> dict:
   """The whole probe; returns {'runs', 'skipped', 'csv', 'sharpness_csv', 'figures'}."""
   runs, skipped = find_runs(sweep_dir)
   for run_id, why in skipped:
@@ -277,6 +320,13 @@ def probe(sweep_dir: str, out_dir: str, *, n_per_length: int = 200, with_mc: boo
   with open(os.path.join(out_dir, 'skipped.json'), 'w') as f:
     json.dump([{'run_id': r, 'why': w} for r, w in skipped], f, indent=1)
   checks = acceptance(table, sharp)
+  if large_n_per_length:
+    resolved = resolution(runs, caches, out_dir, small=n_per_length, large=large_n_per_length,
+                          log=log)
+    resolved.to_csv(os.path.join(out_dir, 'resolution.csv'), index=False)
+    checks['resolution'] = {'zero_cells': int(len(resolved)),
+                            'above_chance': int(resolved['above_chance'].sum()),
+                            'small_n': n_per_length, 'large_n': large_n_per_length}
   for line in format_acceptance(checks):
     log(f'probe: {line}')
   with open(os.path.join(out_dir, 'acceptance.json'), 'w') as f:

@@ -20,7 +20,7 @@ TRAIN_LENGTHS = (1, 2)
 def train_tiny(steps: int = 250, seed: int = 0, snapshots=()):
   """(config, final params, {step: params}) after `steps` Adam steps on L in {1, 2}."""
   module = models.build(TINY)
-  source = arithmetic.ArithmeticSource(64, 32, seed, lengths=TRAIN_LENGTHS, mul_fraction=0.0)
+  source = arithmetic.ArithmeticSource(64, 60, seed, lengths=TRAIN_LENGTHS, mul_fraction=0.0)
   batch = next(source)
   params = nn.meta.unbox(module.init(jax.random.PRNGKey(seed),
                                      decoder_input_tokens=batch['decoder_input_tokens'])['params'])

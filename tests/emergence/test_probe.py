@@ -37,7 +37,7 @@ def sweep(tmp_path_factory, tiny_model):
 def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
   lines = []
   result = probe.probe(sweep, str(tmp_path), n_per_length=8, bootstrap_samples=20,
-                       log=lines.append)
+                       large_n_per_length=40, log=lines.append)
   assert sorted(result['runs']) == ['bad_ckpt', 'n100000_s0', 'n10000_s0', 'n31623_s0']
   skipped = dict(result['skipped'])
   assert set(skipped) == {'unfinished', 'corrupt_info', 'bad_ckpt'}
@@ -57,6 +57,20 @@ def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
   assert checks == json.loads(json.dumps(result['acceptance']))
   assert [o['L'] for o in checks['onset']] == [4, 5, 6, 7, 8]
   assert any(line.startswith('probe: onset L=4') for line in lines)
+  # resolution: exactly the final cells with 0/8 hits, re-scored on 40 items whose first 8
+  # are the same items (0 hits there again), with Clopper-Pearson against 10^-L
+  resolved = pd.read_csv(tmp_path / 'resolution.csv')
+  finals = table[table['final'] & (table['task'] == 'add') & (table['metric'] == 'exact_match')]
+  zero = {(r, L) for r, L in finals[finals['successes'] == 0][['run_id', 'L']].itertuples(
+      index=False)}
+  assert zero and {(r, L) for r, L in resolved[['run_id', 'L']].itertuples(index=False)} == zero
+  assert (resolved['small_hits'] == 0).all() and (resolved['large_n'] == 40).all()
+  from research.emergence import sharpness  # pylint: disable=g-import-not-at-top
+  for row in resolved.itertuples():
+    low, high = sharpness.clopper_pearson(row.large_hits, 40)
+    assert (row.ci_low, row.ci_high) == pytest.approx((float(low), float(high)))
+    assert row.chance == 10.0**-row.L and row.above_chance == (low > row.chance)
+  assert checks['resolution']['zero_cells'] == len(resolved)
 
 
 def _acceptance_inputs(em_diff, em_high, em_ok=(0.0, 0.3, 0.9), product=(0.0, 0.31, 0.88)):
