@@ -26,6 +26,7 @@ from research.data import arithmetic
 from research.emergence import cache as cache_lib
 from research.emergence import metrics as metrics_lib
 from research.emergence import sharpness
+from research.train.metrics import write_atomic, write_json_atomic
 
 COMPLETION_MARKER = 'COMPLETED'  # research.train.trainer.COMPLETION_MARKER (no train import)
 BINARY_METRICS = ('exact_match', 'argmax_all_correct', 'mc_grade')
@@ -240,17 +241,20 @@ def acceptance(table: pd.DataFrame, sharp: pd.DataFrame, *, min_lengths: int = 4
     teacher-forced accuracies; holds at >= 0.95.
   """
   from scipy import stats  # pylint: disable=g-import-not-at-top
+  def pick(length, metric):
+    if not len(sharp):
+      return sharp
+    return sharp[(sharp['task'] == 'add') & (sharp['L'] == length) & (sharp['metric'] == metric)]
+
   onset = []
   for length in [L for L in arithmetic.LENGTHS if L >= min_lengths]:
-    row = sharp[(sharp['task'] == 'add') & (sharp['L'] == length)
-                & (sharp['metric'] == 'exact_match')] if len(sharp) else sharp
+    row = pick(length, 'exact_match')
     if not len(row) or not np.isfinite(row['diff_vs_ted'].iloc[0]):
       onset.append({'L': length, 'holds': False,
                     'why': 'exact match is flat (0 at every size), onset index undefined'})
       continue
     r = row.iloc[0]
-    ted = sharp[(sharp['task'] == 'add') & (sharp['L'] == length)
-                & (sharp['metric'] == 'one_minus_ted_over_L')]['onset_index']
+    ted = pick(length, 'one_minus_ted_over_L')['onset_index']
     onset.append({'L': length, 'onset_exact_match': float(r['onset_index']),
                   'onset_one_minus_ted': float(ted.iloc[0]) if len(ted) else float('nan'),
                   'difference': float(r['diff_vs_ted']), 'low': float(r['diff_low']),
@@ -309,27 +313,26 @@ def probe(sweep_dir: str, out_dir: str, *, n_per_length: int = 200, with_mc: boo
       rows.extend(rows_of(run, step, step == final, cache))
   table = pd.DataFrame(rows)
   csv_path = os.path.join(out_dir, 'emergence.csv')
-  table.to_csv(csv_path, index=False)
+  write_atomic(csv_path, table.to_csv(index=False))
   sharp = sharpness_table(runs, caches, num_samples=bootstrap_samples)
   sharp_path = os.path.join(out_dir, 'sharpness.csv')
-  sharp.to_csv(sharp_path, index=False)
+  write_atomic(sharp_path, sharp.to_csv(index=False))
   written = []
   if figures:
     from research.emergence import plots  # pylint: disable=g-import-not-at-top
     written = plots.all_figures(table, out_dir)
-  with open(os.path.join(out_dir, 'skipped.json'), 'w') as f:
-    json.dump([{'run_id': r, 'why': w} for r, w in skipped], f, indent=1)
+  write_json_atomic(os.path.join(out_dir, 'skipped.json'),
+                    [{'run_id': r, 'why': w} for r, w in skipped])
   checks = acceptance(table, sharp)
   if large_n_per_length:
     resolved = resolution(runs, caches, out_dir, small=n_per_length, large=large_n_per_length,
                           log=log)
-    resolved.to_csv(os.path.join(out_dir, 'resolution.csv'), index=False)
+    write_atomic(os.path.join(out_dir, 'resolution.csv'), resolved.to_csv(index=False))
     checks['resolution'] = {'zero_cells': int(len(resolved)),
                             'above_chance': int(resolved['above_chance'].sum()),
                             'small_n': n_per_length, 'large_n': large_n_per_length}
   for line in format_acceptance(checks):
     log(f'probe: {line}')
-  with open(os.path.join(out_dir, 'acceptance.json'), 'w') as f:
-    json.dump(checks, f, indent=1)
+  write_json_atomic(os.path.join(out_dir, 'acceptance.json'), checks)
   return {'runs': [r.run_id for r in runs], 'skipped': skipped, 'csv': csv_path,
           'sharpness_csv': sharp_path, 'figures': written, 'acceptance': checks}
