@@ -70,7 +70,8 @@ def attention_over_parts(q_bqhd, parts, scale):
 
 
 def dot_product_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale):
-  """`jax.nn.dot_product_attention`: XLA on CPU, cuDNN flash attention on GPU."""
+  """`jax.nn.dot_product_attention` with its default (XLA) implementation everywhere;
+  'cudnn' below asks for cuDNN's fused kernel on GPUs."""
   if bias_bhqk is not None:
     bias_bhqk = bias_bhqk.astype(q_bqhd.dtype)
   return jax.nn.dot_product_attention(q_bqhd, k_bkgd, v_bkgd, bias=bias_bhqk,
@@ -167,8 +168,50 @@ def blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale):
   return out.reshape(b, q_len, h, d)
 
 
+# ---------------------------------------------------------------- cuDNN flash attention
+#
+# On a GPU with bf16/fp16 activations, `jax.nn.dot_product_attention(implementation=
+# 'cudnn')` runs cuDNN's fused (FlashAttention-style) kernels, forward and backward. cuDNN
+# takes a mask only as an additive bias, which it reads for every head, and it skips the
+# blocks above the diagonal only for its own causal mask. So the mask picks one of three
+# calls at run time (`lax.switch`, one per layer):
+#   0. exactly causal (one segment per row, no padding): the causal kernel, no bias;
+#   1. nothing above the diagonal (packed rows, padding): causal kernel plus the mask as bias;
+#   2. anything else (bidirectional encoder, prefix LM, cross-attention): the mask as bias.
+# Elsewhere (CPU, TPU, fp32, a position bias) it is `blocked_attention`. Checked against the
+# reference on a GPU by benchmarks/attention_check.py.
+
+
+def _cudnn_usable(q_bqhd, bias_bhqk) -> bool:
+  return (bias_bhqk is None and jax.default_backend() == 'gpu'
+          and q_bqhd.dtype in (jnp.bfloat16, jnp.float16) and q_bqhd.shape[-1] <= 128
+          and q_bqhd.shape[-1] % 8 == 0)
+
+
+def cudnn_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale):
+  """cuDNN fused attention where it applies (see above), else `blocked_attention`."""
+  if not _cudnn_usable(q_bqhd, bias_bhqk):
+    return blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale)
+  call = functools.partial(jax.nn.dot_product_attention, q_bqhd, k_bkgd, v_bkgd,
+                           scale=scale, implementation='cudnn')
+  causal_only = lambda: call(is_causal=True)
+  causal_masked = lambda: call(mask=mask_b1qk, is_causal=True)
+  masked = lambda: call(mask=mask_b1qk)
+  q_len, k_len = q_bqhd.shape[1], k_bkgd.shape[1]
+  if q_len != k_len:
+    return masked()
+  return jax.lax.switch(cudnn_branch(mask_b1qk), (causal_only, causal_masked, masked))
+
+
+def cudnn_branch(mask_b1qk):
+  """0: the mask is exactly causal; 1: nothing above the diagonal; 2: anything else."""
+  lower = jnp.tril(jnp.ones(mask_b1qk.shape[-2:], bool))
+  return jnp.where(jnp.all(mask_b1qk == lower), 0,
+                   jnp.where(jnp.any(mask_b1qk & ~lower), 2, 1))
+
+
 ATTENTION_IMPLS = {'einsum': einsum_attention, 'dot_product': dot_product_attention,
-                   'blocked': blocked_attention}
+                   'blocked': blocked_attention, 'cudnn': cudnn_attention}
 
 
 class Attention(nn.Module):

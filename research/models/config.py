@@ -16,7 +16,7 @@ NORM_POSITIONS = ('pre', 'post')
 ACTIVATIONS = ('relu', 'gelu', 'gelu_exact', 'silu', 'swiglu', 'geglu', 'reglu')
 GATED_ACTIVATIONS = ('swiglu', 'geglu', 'reglu')
 POSITIONS = ('learned', 'sinusoidal', 'rope', 'alibi', 't5_relative', 'none')
-ATTENTION_IMPLS = ('einsum', 'dot_product', 'blocked')
+ATTENTION_IMPLS = ('einsum', 'dot_product', 'blocked', 'cudnn')
 DTYPES = ('float32', 'bfloat16', 'float16')
 
 

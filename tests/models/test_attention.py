@@ -132,6 +132,30 @@ def test_blocked_attention_with_bias_is_the_reference():
                                 attention.einsum_attention(q, k, v, mask, bias, 0.3))
 
 
+def test_cudnn_branch_follows_the_mask():
+  """cuDNN's causal kernel (branches 0 and 1) only where nothing lies above the diagonal,
+  and no bias (branch 0) only for the exact causal mask."""
+  t = 16
+  idx = jnp.broadcast_to(jnp.arange(t), (2, t))
+  ones = jnp.ones((2, t), jnp.int32)
+  packed = jnp.asarray([[1] * 6 + [2] * 8 + [0] * 2, [1] * t])
+  prefix = jnp.zeros((2, t), bool).at[1, :5].set(True)
+  cases = [(ones, True, None, 0), (packed, True, None, 1), (packed, False, None, 2),
+           (ones, False, None, 2), (ones, True, prefix, 2)]
+  for seg, causal, pre, expected in cases:
+    mask = attention.make_mask(seg, seg, causal=causal, q_index=idx, k_index=idx,
+                               q_prefix=pre, k_prefix=pre)
+    assert int(attention.cudnn_branch(mask)) == expected
+
+
+def test_cudnn_attention_off_gpu_is_blocked():
+  """Off a GPU (and in fp32) 'cudnn' is the blocked path; the GPU side is checked
+  against the reference by benchmarks/attention_check.py."""
+  q, k, v, mask, _ = _blocked_case(128)
+  np.testing.assert_array_equal(attention.cudnn_attention(q, k, v, mask, None, 0.3),
+                                attention.blocked_attention(q, k, v, mask, None, 0.3))
+
+
 def test_blocked_attention_trains_a_decoder_like_the_reference():
   """Loss and every parameter gradient of a packed 2-block decoder batch agree."""
   from research.models import losses  # pylint: disable=g-import-not-at-top
