@@ -1,7 +1,7 @@
 r"""Scores every run of an arithmetic sweep by every metric: emergence.csv, sharpness.csv, figures.
 
   python experiments/probe_emergence.py --sweep_dir=/tmp/emergence_cpu --out=/tmp/probe \
-      [--n_per_length=200] [--nomc] [--bootstrap_samples=1000] [--large_n_per_length=2000]
+      [--n_per_length=200] [--nomc] [--bootstrap_samples=1000] [--large_n_per_length=2000 [--max_large_n_per_length=32000]]
 
 Unfinished or corrupt runs are listed one per line and skipped. Re-running reuses the
 per-checkpoint caches in <out>/cache/ and recomputes the metrics from them.
@@ -24,6 +24,10 @@ _BOOTSTRAP = flags.DEFINE_integer('bootstrap_samples', 1000, 'Bootstrap replicat
 _LARGE = flags.DEFINE_integer(
     'large_n_per_length', 0, 'If > 0: final (run, L) cells with no exact match among the '
     '--n_per_length items are scored again on this many (resolution.csv).')
+_MAX_LARGE = flags.DEFINE_integer(
+    'max_large_n_per_length', 0, 'If above --large_n_per_length: a zero cell not yet above '
+    'chance is rescored on 4x the items, up to this many, while its per-position '
+    'accuracies predict it can be resolved within them.')
 
 
 def _fail(message: str, code: int = 1):
@@ -54,7 +58,8 @@ def main(argv):
   try:
     result = probe.probe(_SWEEP_DIR.value, _OUT.value, n_per_length=_N_PER_LENGTH.value,
                          with_mc=_MC.value, bootstrap_samples=_BOOTSTRAP.value,
-                         large_n_per_length=_LARGE.value, log=log)
+                         large_n_per_length=_LARGE.value,
+                         max_large_n_per_length=_MAX_LARGE.value, log=log)
   except ValueError as e:
     _fail(e)
   log(f'probe_emergence.py: {len(result["runs"])} runs scored, {len(result["skipped"])} '

@@ -188,13 +188,33 @@ def sharpness_table(runs, caches, num_samples: int = 1000, seed: int = 0) -> pd.
   return pd.DataFrame(rows)
 
 
+def _position_accuracy_product(cache: dict, length: int) -> float:
+  """Product over answer positions (digits and terminator) of teacher-forced argmax
+  accuracy: the exact match the per-position accuracies predict (Du et al.)."""
+  acc = metrics_lib.teacher_forced_scores(
+      cache['logp_target'], cache['sum_p2'], cache['argmax'], cache['target'],
+      cache['target_mask'])['correct']
+  return float(np.prod(acc[:, :length + 1].mean(0)))
+
+
+# Items that resolve a rate p: about this many expected hits put the Clopper-Pearson lower
+# bound at 0.3 p or more, above chance where p > 3 x chance.
+_HITS_TO_RESOLVE = 5
+
+
 def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 200,
-               large: int = 2000, log=print) -> pd.DataFrame:
+               large: int = 2000, max_large: int = 0, log=print) -> pd.DataFrame:
   """Schaeffer et al.'s resolution argument (their Fig. 4-5): every final (run, L) addition
   cell with no exact match among its first `small` eval items is scored again on `large`
   items (the eval set's first `small` items are the same ones), and its Clopper-Pearson
-  interval is set against chance, 10^-L. One row per such cell; the large caches are kept
-  beside the others and reused."""
+  interval is set against chance, 10^-L.
+
+  With `max_large` > `large`, a cell whose lower bound is not yet above chance is scored
+  on 4x as many items, up to `max_large`, but only while the exact match its per-position
+  accuracies predict (`predicted`) could give about 5 hits within `max_large` items;
+  `items_needed` (5 / predicted) says how far out of reach the others are. One row per
+  cell; the large caches are kept beside the others and reused."""
+  max_large = max(max_large, large)
   rows = []
   for run in runs:
     if not caches.get(run.run_id):
@@ -206,28 +226,42 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
       select = np.flatnonzero((cache['task'] == 'add') & (cache['length'] == length))[:small]
       if len(select) < small or em[select].sum() > 0:
         continue
-      path = os.path.join(out_dir, 'cache', run.run_id, f'step_{step}_large{large}_L{length}.npz')
-      if os.path.exists(path):
-        big = cache_lib.load(path)
-      else:
-        items = arithmetic.eval_items(large, lengths=[length], include_mul=False)
-        big = cache_lib.score_model(model_config(run), load_params(run, step), items,
-                                    with_mc=False)
-        cache_lib.save(path, big)
-      hits = metrics_lib.item_metrics(big)['exact_match']
-      low, high = sharpness.clopper_pearson(int(hits.sum()), hits.size)
+      chance, n = 10.0**-length, large
+      while True:
+        big = _large_cache(run, step, length, n, out_dir)
+        hits = metrics_lib.item_metrics(big)['exact_match']
+        low, high = sharpness.clopper_pearson(int(hits.sum()), hits.size)
+        predicted = _position_accuracy_product(big, length)
+        if (low > chance or n >= max_large
+            or predicted * max_large < _HITS_TO_RESOLVE):
+          break
+        n = min(4 * n, max_large)
       row = {'run_id': run.run_id, 'n_params': run.info.get('n_params'), 'step': step,
              'L': length, 'small_n': small, 'small_hits': int(hits[:small].sum()),
              'large_n': int(hits.size), 'large_hits': int(hits.sum()),
-             'ci_low': float(low), 'ci_high': float(high), 'chance': 10.0**-length,
-             'above_chance': bool(low > 10.0**-length)}
+             'ci_low': float(low), 'ci_high': float(high), 'chance': chance,
+             'above_chance': bool(low > chance), 'predicted': predicted,
+             'items_needed': (float(np.ceil(_HITS_TO_RESOLVE / predicted))
+                              if predicted > 3 * chance else float('inf'))}
       log(f"probe: resolution {run.run_id} L={length}: 0/{small} -> {row['large_hits']}/"
           f"{row['large_n']}, Clopper-Pearson [{low:.2g}, {high:.2g}] vs chance "
-          f"{row['chance']:.0e}{' (above chance)' if row['above_chance'] else ''}")
+          f"{chance:.0e}{' (above chance)' if row['above_chance'] else ''}; per-position "
+          f"accuracies predict {predicted:.2g} (about {row['items_needed']:.3g} items)")
       rows.append(row)
   return pd.DataFrame(rows, columns=['run_id', 'n_params', 'step', 'L', 'small_n',
                                      'small_hits', 'large_n', 'large_hits', 'ci_low',
-                                     'ci_high', 'chance', 'above_chance'])
+                                     'ci_high', 'chance', 'above_chance', 'predicted',
+                                     'items_needed'])
+
+
+def _large_cache(run: Run, step: int, length: int, n: int, out_dir: str) -> dict:
+  path = os.path.join(out_dir, 'cache', run.run_id, f'step_{step}_large{n}_L{length}.npz')
+  if os.path.exists(path):
+    return cache_lib.load(path)
+  items = arithmetic.eval_items(n, lengths=[length], include_mul=False)
+  big = cache_lib.score_model(model_config(run), load_params(run, step), items, with_mc=False)
+  cache_lib.save(path, big)
+  return big
 
 
 def acceptance(table: pd.DataFrame, sharp: pd.DataFrame, *, min_lengths: int = 4,
@@ -286,12 +320,17 @@ def format_acceptance(result: dict) -> list[str]:
   lines.append(f"exact match vs product of per-position accuracies: Spearman {p['spearman']:.3f}"
                f" over {p['cells']} cells with >= {p['min_hits']} hits: "
                f"{'holds' if p['holds'] else 'does not hold'}")
+  if 'resolution' in result:
+    r = result['resolution']
+    lines.append(f"resolution: {r['above_chance']} of {r['zero_cells']} cells with 0/"
+                 f"{r['small_n']} exact matches are above chance on up to {r['max_large_n']} "
+                 f"items; {r['out_of_reach']} would need more than that")
   return lines
 
 
 def probe(sweep_dir: str, out_dir: str, *, n_per_length: int = 200, with_mc: bool = True,
           bootstrap_samples: int = 1000, figures: bool = True, large_n_per_length: int = 0,
-          log=print) -> dict:
+          max_large_n_per_length: int = 0, log=print) -> dict:
   """The whole probe; returns {'runs', 'skipped', 'csv', 'sharpness_csv', 'figures'}."""
   runs, skipped = find_runs(sweep_dir)
   for run_id, why in skipped:
@@ -326,11 +365,14 @@ def probe(sweep_dir: str, out_dir: str, *, n_per_length: int = 200, with_mc: boo
   checks = acceptance(table, sharp)
   if large_n_per_length:
     resolved = resolution(runs, caches, out_dir, small=n_per_length, large=large_n_per_length,
-                          log=log)
+                          max_large=max_large_n_per_length, log=log)
     write_atomic(os.path.join(out_dir, 'resolution.csv'), resolved.to_csv(index=False))
     checks['resolution'] = {'zero_cells': int(len(resolved)),
                             'above_chance': int(resolved['above_chance'].sum()),
-                            'small_n': n_per_length, 'large_n': large_n_per_length}
+                            'small_n': n_per_length, 'large_n': large_n_per_length,
+                            'max_large_n': max(max_large_n_per_length, large_n_per_length),
+                            'out_of_reach': int((resolved['items_needed'] > max(
+                                max_large_n_per_length, large_n_per_length)).sum())}
   for line in format_acceptance(checks):
     log(f'probe: {line}')
   write_json_atomic(os.path.join(out_dir, 'acceptance.json'), checks)

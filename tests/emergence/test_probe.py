@@ -73,6 +73,45 @@ def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
   assert checks['resolution']['zero_cells'] == len(resolved)
 
 
+def test_resolution_grows_the_eval_only_where_it_can_resolve(monkeypatch):
+  """4x more items per round up to the cap, only while the per-position accuracies predict
+  about 5 hits within the cap; stops once the lower bound clears chance."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rate = {3: 2e-3, 4: 1e-3, 5: 3e-4, 8: 1e-7}  # true and predicted exact match per L
+  scored = []
+
+  def large_cache(run, step, length, n, out_dir):
+    del run, step, out_dir
+    scored.append((length, n))
+    return {'L': length, 'n': n}
+
+  def item_metrics(cache):
+    if 'n' not in cache:  # the 200-item eval: no hits anywhere
+      return {'exact_match': np.zeros(cache['length'].size)}
+    hits = int(cache['n'] * rate[cache['L']])
+    return {'exact_match': np.arange(cache['n']) < hits}
+
+  monkeypatch.setattr(probe, '_large_cache', large_cache)
+  monkeypatch.setattr(probe.metrics_lib, 'item_metrics', item_metrics)
+  monkeypatch.setattr(probe, '_position_accuracy_product', lambda cache, L: rate[L])
+  lengths = np.repeat(list(rate), 200)
+  caches = {'r': {7: {'task': np.full(lengths.size, 'add'), 'length': lengths}}}
+  run = probe.Run('r', '', {'n_params': 1}, [7])
+  rows = probe.resolution([run], caches, '', small=200, large=500, max_large=8000,
+                          log=lambda _: None).set_index('L')
+  assert scored == [(3, 500), (3, 2000), (3, 8000), (4, 500), (4, 2000), (5, 500), (8, 500)]
+  assert rows.loc[3, 'large_hits'] == 16 and rows.loc[3, 'above_chance']  # [1.1e-3, ...]
+  assert rows.loc[4, 'large_n'] == 2000 and rows.loc[4, 'above_chance']    # 2/2000
+  assert rows.loc[5, 'large_n'] == 500 and not rows.loc[5, 'above_chance']
+  assert rows.loc[5, 'items_needed'] == pytest.approx(5 / 3e-4, rel=1e-3)
+  assert rows.loc[8, 'items_needed'] == pytest.approx(5e7)
+  checks = {'resolution': {'zero_cells': 4, 'above_chance': 2, 'small_n': 200,
+                           'max_large_n': 8000, 'out_of_reach': 2}}
+  line = probe.format_acceptance({'onset': [], 'product': dict(
+      spearman=1.0, cells=3, min_hits=10, holds=True), **checks})[-1]
+  assert line.startswith('resolution: 2 of 4 cells') and line.endswith('2 would need more than that')
+
+
 def _acceptance_inputs(em_diff, em_high, em_ok=(0.0, 0.3, 0.9), product=(0.0, 0.31, 0.88)):
   """A sharpness table for L = 4 (L = 5..8 absent: flat exact match) and an emergence table
   of three cells whose exact match is `em_ok` against products `product`."""
