@@ -197,9 +197,16 @@ def _position_accuracy_product(cache: dict, length: int) -> float:
   return float(np.prod(acc[:, :length + 1].mean(0)))
 
 
-# Items that resolve a rate p: about this many expected hits put the Clopper-Pearson lower
-# bound at 0.3 p or more, above chance where p > 3 x chance.
-_HITS_TO_RESOLVE = 5
+def items_to_resolve(rate: float, chance: float) -> float:
+  """The fewest eval items (on a 2% grid) at which a cell with true exact match `rate`
+  would put its Clopper-Pearson lower bound above `chance`, taking its expected hit
+  count; inf if `rate` is not above chance."""
+  if not rate > chance:
+    return float('inf')
+  n = np.unique(np.round(np.geomspace(10, 1e13, 1500)))
+  low, _ = sharpness.clopper_pearson(np.floor(n * rate).astype(np.int64), n.astype(np.int64))
+  above = np.asarray(low) > chance
+  return float(n[np.argmax(above)]) if above.any() else float('inf')
 
 
 def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 200,
@@ -211,9 +218,9 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
 
   With `max_large` > `large`, a cell whose lower bound is not yet above chance is scored
   on 4x as many items, up to `max_large`, but only while the exact match its per-position
-  accuracies predict (`predicted`) could give about 5 hits within `max_large` items;
-  `items_needed` (5 / predicted) says how far out of reach the others are. One row per
-  cell; the large caches are kept beside the others and reused."""
+  accuracies predict (`predicted`) could be resolved within `max_large` items;
+  `items_needed` (`items_to_resolve(predicted)`) says how far out of reach the others are.
+  One row per cell; the large caches are kept beside the others and reused."""
   max_large = max(max_large, large)
   rows = []
   for run in runs:
@@ -232,8 +239,8 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
         hits = metrics_lib.item_metrics(big)['exact_match']
         low, high = sharpness.clopper_pearson(int(hits.sum()), hits.size)
         predicted = _position_accuracy_product(big, length)
-        if (low > chance or n >= max_large
-            or predicted * max_large < _HITS_TO_RESOLVE):
+        needed = items_to_resolve(predicted, chance)
+        if low > chance or n >= max_large or needed > max_large:
           break
         n = min(4 * n, max_large)
       row = {'run_id': run.run_id, 'n_params': run.info.get('n_params'), 'step': step,
@@ -241,8 +248,7 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
              'large_n': int(hits.size), 'large_hits': int(hits.sum()),
              'ci_low': float(low), 'ci_high': float(high), 'chance': chance,
              'above_chance': bool(low > chance), 'predicted': predicted,
-             'items_needed': (float(np.ceil(_HITS_TO_RESOLVE / predicted))
-                              if predicted > 3 * chance else float('inf'))}
+             'items_needed': needed}
       log(f"probe: resolution {run.run_id} L={length}: 0/{small} -> {row['large_hits']}/"
           f"{row['large_n']}, Clopper-Pearson [{low:.2g}, {high:.2g}] vs chance "
           f"{chance:.0e}{' (above chance)' if row['above_chance'] else ''}; per-position "

@@ -74,10 +74,10 @@ def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
 
 
 def test_resolution_grows_the_eval_only_where_it_can_resolve(monkeypatch):
-  """4x more items per round up to the cap, only while the per-position accuracies predict
-  about 5 hits within the cap; stops once the lower bound clears chance."""
+  """4x more items per round up to the cap, only while the rate the per-position accuracies
+  predict could be resolved within the cap; stops once the lower bound clears chance."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  rate = {3: 2e-3, 4: 1e-3, 5: 3e-4, 8: 1e-7}  # true and predicted exact match per L
+  rate = {3: 2e-3, 4: 1e-3, 5: 2e-5, 8: 1e-7}  # true and predicted exact match per L
   scored = []
 
   def large_cache(run, step, length, n, out_dir):
@@ -103,8 +103,11 @@ def test_resolution_grows_the_eval_only_where_it_can_resolve(monkeypatch):
   assert rows.loc[3, 'large_hits'] == 16 and rows.loc[3, 'above_chance']  # [1.1e-3, ...]
   assert rows.loc[4, 'large_n'] == 2000 and rows.loc[4, 'above_chance']    # 2/2000
   assert rows.loc[5, 'large_n'] == 500 and not rows.loc[5, 'above_chance']
-  assert rows.loc[5, 'items_needed'] == pytest.approx(5 / 3e-4, rel=1e-3)
-  assert rows.loc[8, 'items_needed'] == pytest.approx(5e7)
+  for length in (3, 4, 5, 8):  # items_to_resolve: 6107, 2021, ~6e5 and ~2e7
+    assert rows.loc[length, 'items_needed'] == probe.items_to_resolve(rate[length],
+                                                                      10.0**-length)
+  assert 5e5 < rows.loc[5, "items_needed"] < 7e5 and rows.loc[8, 'items_needed'] > 1e7
+  assert probe.items_to_resolve(1e-8, 1e-8) == float('inf')
   checks = {'resolution': {'zero_cells': 4, 'above_chance': 2, 'small_n': 200,
                            'max_large_n': 8000, 'out_of_reach': 2}}
   line = probe.format_acceptance({'onset': [], 'product': dict(
