@@ -95,7 +95,7 @@ def main(argv):
   cfg = models.TransformerConfig()
   batch_size = gin.query_parameter('%BATCH_SIZE')
   lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
-  one, _, _, hlo = train_step.build_jax_step(cfg, batch_size, lengths)
+  one, _, _, hlo, _ = train_step.build_jax_step(cfg, batch_size, lengths)
   one()
   names = hlo_op_names(hlo())
   with tempfile.TemporaryDirectory() as trace_dir:

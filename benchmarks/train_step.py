@@ -26,6 +26,9 @@ _TORCH = flags.DEFINE_bool('torch', False, 'Also time an eager PyTorch step.')
 _ONE_SEGMENT = flags.DEFINE_bool(
     'one_segment', False, 'One sequence per row instead of the synthetic batch\'s two '
     'packed ones (a purely causal mask: what cuDNN\'s causal kernel needs to skip the bias).')
+_PHASES = flags.DEFINE_bool(
+    'phases', False, 'Also time the forward loss alone and forward + backward without the '
+    'optimizer (both frameworks with --torch), to see which phase a gap comes from.')
 
 
 def _time(step_fn, steps: int, warmup: int) -> float:
@@ -39,7 +42,8 @@ def _time(step_fn, steps: int, warmup: int) -> float:
 
 def build_jax_step(cfg, batch_size, lengths):
   """(one: runs one synchronized train step, compile seconds, the numpy batch, hlo: the
-  compiled step's HLO text).
+  compiled step's HLO text, phases: {'forward', 'forward+backward'} -> a function that
+  runs that part of the step once, synchronized).
 
   The model, optimizer and sharded state are built exactly as the trainer builds them,
   with a synthetic batch; benchmarks/profile_train_step.py reuses this."""
@@ -76,15 +80,26 @@ def build_jax_step(cfg, batch_size, lengths):
   start = time.perf_counter()
   one()
   compile_s = time.perf_counter() - start
+
+  def loss(params):
+    loss_sum, _ = step_lib._loss_sums(module, cfg.family, cfg.z_loss, params, batch,  # pylint: disable=protected-access
+                                      jax.random.PRNGKey(0), deterministic=True)
+    return loss_sum
+  phases = {}
+  for name, fn in (('forward', jax.jit(loss)),
+                   ('forward+backward', jax.jit(jax.value_and_grad(loss)))):
+    phases[name] = lambda fn=fn: jax.block_until_ready(fn(holder['state'].params))
   return one, compile_s, batch_np, lambda: train_fn.lower(holder['state'],
-                                                          batch).compile().as_text()
+                                                          batch).compile().as_text(), phases
 
 
 def bench_jax(cfg, batch_size, lengths):
   import jax
   from research.train import metrics, tasks
-  one, compile_s, batch_np, _ = build_jax_step(cfg, batch_size, lengths)
+  one, compile_s, batch_np, _, phases = build_jax_step(cfg, batch_size, lengths)
   seconds = _time(one, _STEPS.value, _WARMUP.value)
+  phase_ms = {name: 1e3 * _time(fn, _STEPS.value, max(_WARMUP.value, 1))
+              for name, fn in phases.items()} if _PHASES.value else {}
   tokens = tasks.tokens_per_batch(cfg.family, batch_np)
   flops = tasks.flops_per_batch(cfg, batch_np)
   peak = metrics.peak_flops_per_device()
@@ -93,7 +108,7 @@ def bench_jax(cfg, batch_size, lengths):
   return {'tokens_per_s': tokens / seconds, 'step_ms': 1e3 * seconds,
           'mfu': mfu['chinchilla'], 'mfu_by_convention': mfu, 'peak_flops': peak,
           'peak_memory_gib': memory / 2**30 if memory else None,
-          'compile_s': compile_s, 'devices': f'{jax.device_count()} x '
+          'phase_ms': phase_ms, 'compile_s': compile_s, 'devices': f'{jax.device_count()} x '
                                              f'{jax.devices()[0].device_kind}'}
 
 
@@ -146,9 +161,26 @@ def bench_torch(cfg, batch_size, length):
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
   seconds = _time(one, _STEPS.value, _WARMUP.value)
+  phase_ms = {}
+  if _PHASES.value:
+    def forward():
+      with torch.no_grad():
+        F.cross_entropy(model(idx).view(-1, cfg.vocab_size), tgt.view(-1))
+
+    def forward_backward():
+      opt.zero_grad(set_to_none=True)
+      F.cross_entropy(model(idx).view(-1, cfg.vocab_size), tgt.view(-1)).backward()
+    phase_ms = {name: 1e3 * _time(fn, _STEPS.value, max(_WARMUP.value, 1)) for name, fn in
+                (('forward', forward), ('forward+backward', forward_backward))}
   return {'tokens_per_s': batch_size * length / seconds, 'step_ms': 1e3 * seconds,
-          'threads': torch.get_num_threads(),
+          'phase_ms': phase_ms, 'threads': torch.get_num_threads(),
           'params': sum(p.numel() for p in model.parameters())}
+
+
+def _print_phases(name: str, result: dict) -> None:
+  if result['phase_ms']:
+    print(f'{name:<6}: ' + ', '.join(f'{k} {v:.1f} ms' for k, v in result['phase_ms'].items())
+          + f', whole step {result["step_ms"]:.1f} ms')
 
 
 def main(argv):
@@ -171,6 +203,7 @@ def main(argv):
         f'({result["devices"]}; compile {result["compile_s"]:.1f}s)')
   print('MFU by FLOP convention: ' + ', '.join(
       f'{k} {100 * v:.1f}%' for k, v in result['mfu_by_convention'].items()))
+  _print_phases('jax', result)
   if result['peak_memory_gib']:
     print(f'peak device memory: {result["peak_memory_gib"]:.1f} GiB')
   if _TORCH.value:
@@ -179,6 +212,7 @@ def main(argv):
     t = bench_torch(cfg, batch_size, lengths['targets'])
     print(f'torch : {t["tokens_per_s"]:,.0f} tokens/s  {t["step_ms"]:.1f} ms/step  '
           f'(eager, {t["threads"]} threads, {t["params"]:,} params)')
+    _print_phases('torch', t)
     print(f'jax / torch = {result["tokens_per_s"] / t["tokens_per_s"]:.2f}')
 
 
