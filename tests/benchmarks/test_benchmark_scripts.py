@@ -1,0 +1,42 @@
+"""Smoke tests of the benchmark scripts the GPU checks run (benchmarks/gpu_check.sh), on
+tiny shapes on the CPU, so they do not rot between device sessions."""
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(script, *args):
+  out = subprocess.run([sys.executable, f'benchmarks/{script}', *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  return out.stdout
+
+
+def test_train_step_of_the_gpu_config_with_phases_and_one_segment():
+  """The 350M GPU config, shrunk: it parses, trains, and reports MFU by every convention
+  and the forward / forward + backward split."""
+  out = _run('train_step.py', '--gin_file=gin_configs/runs/bench_350m_gpu.gin',
+             '--gin_bindings=TransformerConfig.num_layers = 1',
+             '--gin_bindings=TransformerConfig.d_model = 64',
+             '--gin_bindings=TransformerConfig.num_heads = 4',
+             '--gin_bindings=TransformerConfig.vocab_size = 256',
+             "--gin_bindings=TASK_FEATURE_LENGTHS = {'targets': 64}",
+             '--gin_bindings=BATCH_SIZE = 2', '--steps=1', '--warmup=0', '--phases',
+             '--one_segment')
+  assert 'dtype bfloat16' in out
+  assert re.search(r'^jax   : [\d,]+ tokens/s', out, re.M)
+  assert re.search(r'MFU by FLOP convention: 6N [\d.]+%.*chinchilla [\d.]+%', out)
+  assert re.search(r'forward [\d.]+ ms, forward\+backward [\d.]+ ms, whole step', out)
+
+
+def test_attention_check_passes_on_cpu():
+  """Off a GPU 'cudnn' is the blocked path; every implementation must match the fp32
+  reference on every mask kind (the script exits 1 otherwise)."""
+  out = _run('attention_check.py', '--length=64', '--batch=2', '--heads=4', '--kv_heads=2',
+             '--head_dim=16', '--repeats=1')
+  for kind in ('causal', 'packed_causal', 'bidirectional', 'prefix_lm'):
+    assert re.search(rf'^{kind}\s+cudnn\s', out, re.M)
+  assert 'FAIL' not in out
