@@ -50,6 +50,9 @@ def main(argv):
   if _LARGE.value and _LARGE.value <= _N_PER_LENGTH.value:
     _fail(f'--large_n_per_length ({_LARGE.value}) must exceed --n_per_length '
           f'({_N_PER_LENGTH.value})', code=2)
+  if _MAX_LARGE.value and _MAX_LARGE.value <= _LARGE.value:
+    _fail(f'--max_large_n_per_length ({_MAX_LARGE.value}) must exceed --large_n_per_length '
+          f'({_LARGE.value})', code=2)
   if _N_PER_LENGTH.value < 1:
     _fail(f'--n_per_length must be positive, got {_N_PER_LENGTH.value}', code=2)
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO

@@ -132,14 +132,11 @@ def rows_of(run: Run, step: int, final: bool, cache: dict) -> list[dict]:
           row.update(successes=k, ci_low=float(low), ci_high=float(high))
         rows.append(row)
       # Du et al. / the identity: exact match against the product of per-position accuracy
-      acc = metrics_lib.teacher_forced_scores(
-          cache['logp_target'], cache['sum_p2'], cache['argmax'], cache['target'],
-          cache['target_mask'])['correct'][select]
-      width = int(length) + 1
       rows.append(dict(base, task=str(task), L=int(length),
                        metric='product_position_accuracy',
-                       value=float(np.prod(acc[:, :width].mean(0))), n_items=int(select.sum()),
-                       successes=np.nan, ci_low=np.nan, ci_high=np.nan))
+                       value=_position_accuracy_product(cache, int(length), select),
+                       n_items=int(select.sum()), successes=np.nan, ci_low=np.nan,
+                       ci_high=np.nan))
   return rows
 
 
@@ -188,12 +185,15 @@ def sharpness_table(runs, caches, num_samples: int = 1000, seed: int = 0) -> pd.
   return pd.DataFrame(rows)
 
 
-def _position_accuracy_product(cache: dict, length: int) -> float:
+def _position_accuracy_product(cache: dict, length: int, select=None) -> float:
   """Product over answer positions (digits and terminator) of teacher-forced argmax
-  accuracy: the exact match the per-position accuracies predict (Du et al.)."""
+  accuracy over the `select`ed items (all by default): the exact match the per-position
+  accuracies predict (Du et al.)."""
   acc = metrics_lib.teacher_forced_scores(
       cache['logp_target'], cache['sum_p2'], cache['argmax'], cache['target'],
       cache['target_mask'])['correct']
+  if select is not None:
+    acc = acc[select]
   return float(np.prod(acc[:, :length + 1].mean(0)))
 
 

@@ -164,3 +164,8 @@ def test_entry_point_smoke_and_bad_flags(sweep, tmp_path):
   bad = subprocess.run([sys.executable, script, '--sweep_dir=/nonexistent', f'--out={tmp_path}'],
                        capture_output=True, text=True, timeout=120)
   assert bad.returncode != 0 and 'not a directory' in bad.stderr.strip().splitlines()[-1]
+  cap = subprocess.run([sys.executable, script, f'--sweep_dir={sweep}', f'--out={tmp_path}',
+                        '--large_n_per_length=400', '--max_large_n_per_length=300'],
+                       capture_output=True, text=True, timeout=120)
+  assert cap.returncode == 2
+  assert 'must exceed --large_n_per_length' in cap.stderr.strip().splitlines()[-1]
