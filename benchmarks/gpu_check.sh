@@ -26,11 +26,11 @@ bench() {  # name, then flags
 }
 for variant in ${*:-cudnn_b8_one_segment cudnn_b8_packed cudnn_b16_one_segment xla_attention_b8}; do
   case $variant in
-    cudnn_b8_one_segment) bench $variant --one_segment ;;
-    cudnn_b8_packed) bench $variant ;;
-    cudnn_b16_one_segment) bench $variant --one_segment --gin_bindings=BATCH_SIZE=16 ;;
-    cudnn_b16_packed) bench $variant --gin_bindings=BATCH_SIZE=16 ;;
-    xla_attention_b8) bench $variant --one_segment \
+    cudnn_b8_one_segment) bench $variant --one_segment --gin_bindings=BATCH_SIZE=8 ;;
+    cudnn_b8_packed) bench $variant --gin_bindings=BATCH_SIZE=8 ;;
+    cudnn_b16_one_segment) bench $variant --one_segment ;;
+    cudnn_b16_packed) bench $variant ;;
+    xla_attention_b8) bench $variant --one_segment --gin_bindings=BATCH_SIZE=8 \
         --gin_bindings="TransformerConfig.attention_impl='dot_product'" ;;
     *) echo "unknown variant $variant"; exit 2 ;;
   esac
