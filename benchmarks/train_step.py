@@ -81,14 +81,14 @@ def build_jax_step(cfg, batch_size, lengths):
   one()
   compile_s = time.perf_counter() - start
 
-  def loss(params):
+  def loss(params, batch):  # the batch is an argument: a closed-over one is a constant
     loss_sum, _ = step_lib._loss_sums(module, cfg.family, cfg.z_loss, params, batch,  # pylint: disable=protected-access
                                       jax.random.PRNGKey(0), deterministic=True)
     return loss_sum
   phases = {}
   for name, fn in (('forward', jax.jit(loss)),
                    ('forward+backward', jax.jit(jax.value_and_grad(loss)))):
-    phases[name] = lambda fn=fn: jax.block_until_ready(fn(holder['state'].params))
+    phases[name] = lambda fn=fn: jax.block_until_ready(fn(holder['state'].params, batch))
   return one, compile_s, batch_np, lambda: train_fn.lower(holder['state'],
                                                           batch).compile().as_text(), phases
 

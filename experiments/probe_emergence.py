@@ -25,9 +25,9 @@ _LARGE = flags.DEFINE_integer(
     'large_n_per_length', 0, 'If > 0: final (run, L) cells with no exact match among the '
     '--n_per_length items are scored again on this many (resolution.csv).')
 _MAX_LARGE = flags.DEFINE_integer(
-    'max_large_n_per_length', 0, 'If above --large_n_per_length: a zero cell not yet above '
-    'chance is rescored on 4x the items, up to this many, while its per-position '
-    'accuracies predict it can be resolved within them.')
+    'max_large_n_per_length', 0, 'If above --large_n_per_length: a zero cell not above '
+    'chance is scored once more, on --large_n_per_length x 4^k items up to this many, where '
+    'its per-position accuracies predict it can be resolved within them.')
 
 
 def _fail(message: str, code: int = 1):

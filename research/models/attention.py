@@ -178,19 +178,23 @@ def blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale):
 #   0. exactly causal (one segment per row, no padding): the causal kernel, no bias;
 #   1. nothing above the diagonal (packed rows, padding): causal kernel plus the mask as bias;
 #   2. anything else (bidirectional encoder, prefix LM, cross-attention): the mask as bias.
-# Elsewhere (CPU, TPU, fp32, a position bias) it is `blocked_attention`. Checked against the
+# Elsewhere (CPU, TPU, fp32, a position bias, head dim over 128 or not a multiple of 8, odd
+# lengths) it is `blocked_attention`. Checked against the
 # reference on a GPU by benchmarks/attention_check.py.
 
 
-def _cudnn_usable(q_bqhd, bias_bhqk) -> bool:
+def _cudnn_usable(q_bqhd, k_bkgd, bias_bhqk) -> bool:
+  # cuDNN's flash attention with a bias needs even sequence lengths; lax.switch traces
+  # every branch, so the exactly causal case needs them too.
   return (bias_bhqk is None and jax.default_backend() == 'gpu'
           and q_bqhd.dtype in (jnp.bfloat16, jnp.float16) and q_bqhd.shape[-1] <= 128
-          and q_bqhd.shape[-1] % 8 == 0)
+          and q_bqhd.shape[-1] % 8 == 0 and q_bqhd.shape[1] % 2 == 0
+          and k_bkgd.shape[1] % 2 == 0)
 
 
 def cudnn_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale):
   """cuDNN fused attention where it applies (see above), else `blocked_attention`."""
-  if not _cudnn_usable(q_bqhd, bias_bhqk):
+  if not _cudnn_usable(q_bqhd, k_bkgd, bias_bhqk):
     return blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale)
   call = functools.partial(jax.nn.dot_product_attention, q_bqhd, k_bkgd, v_bkgd,
                            scale=scale, implementation='cudnn')

@@ -73,11 +73,13 @@ def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
   assert checks['resolution']['zero_cells'] == len(resolved)
 
 
-def test_resolution_grows_the_eval_only_where_it_can_resolve(monkeypatch):
-  """4x more items per round up to the cap, only while the rate the per-position accuracies
-  predict could be resolved within the cap; stops once the lower bound clears chance."""
+def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
+  """A cell not above chance on `large` items gets one more look, on large x 4^k items
+  sized from the rate its per-position accuracies predict, only where that fits under the
+  cap; the interval after two looks is Bonferroni-adjusted (97.5%)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  rate = {3: 2e-3, 4: 1e-3, 5: 2e-5, 8: 1e-7}  # true and predicted exact match per L
+  from research.emergence import sharpness  # pylint: disable=g-import-not-at-top
+  rate = {2: 0.05, 3: 2e-3, 4: 1e-3, 5: 2e-5, 8: 1e-7}  # true and predicted exact match
   scored = []
 
   def large_cache(run, step, length, n, out_dir):
@@ -99,20 +101,24 @@ def test_resolution_grows_the_eval_only_where_it_can_resolve(monkeypatch):
   run = probe.Run('r', '', {'n_params': 1}, [7])
   rows = probe.resolution([run], caches, '', small=200, large=500, max_large=8000,
                           log=lambda _: None).set_index('L')
-  assert scored == [(3, 500), (3, 2000), (3, 8000), (4, 500), (4, 2000), (5, 500), (8, 500)]
-  assert rows.loc[3, 'large_hits'] == 16 and rows.loc[3, 'above_chance']  # [1.1e-3, ...]
-  assert rows.loc[4, 'large_n'] == 2000 and rows.loc[4, 'above_chance']    # 2/2000
-  assert rows.loc[5, 'large_n'] == 500 and not rows.loc[5, 'above_chance']
-  for length in (3, 4, 5, 8):  # items_to_resolve: 6107, 2021, ~6e5 and ~2e7
-    assert rows.loc[length, 'items_needed'] == probe.items_to_resolve(rate[length],
-                                                                      10.0**-length)
-  assert 5e5 < rows.loc[5, "items_needed"] < 7e5 and rows.loc[8, 'items_needed'] > 1e7
+  # L=2: above chance at once; L=3 (needs ~6,100 items) and L=4 (~2,020): one look at
+  # 8,000; L=5 (~6e5) and L=8 (~2e7): out of reach, no second look.
+  assert scored == [(2, 500), (3, 500), (3, 8000), (4, 500), (4, 8000), (5, 500), (8, 500)]
+  assert list(rows['looks']) == [1, 2, 2, 1, 1]
+  for length, row in rows.iterrows():
+    low, high = sharpness.clopper_pearson(row['large_hits'], row['large_n'],
+                                          alpha=0.05 / row['looks'])
+    assert (row['ci_low'], row['ci_high']) == pytest.approx((float(low), float(high)))
+    assert row['above_chance'] == (low > 10.0**-length)
+    assert row['items_needed'] == probe.items_to_resolve(rate[length], 10.0**-length)
+  assert list(rows['above_chance']) == [True, True, True, False, False]
+  assert 5e5 < rows.loc[5, 'items_needed'] < 7e5 and rows.loc[8, 'items_needed'] > 1e7
   assert probe.items_to_resolve(1e-8, 1e-8) == float('inf')
-  checks = {'resolution': {'zero_cells': 4, 'above_chance': 2, 'small_n': 200,
+  checks = {'resolution': {'zero_cells': 5, 'above_chance': 3, 'small_n': 200,
                            'max_large_n': 8000, 'out_of_reach': 2}}
   line = probe.format_acceptance({'onset': [], 'product': dict(
       spearman=1.0, cells=3, min_hits=10, holds=True), **checks})[-1]
-  assert line.startswith('resolution: 2 of 4 cells') and line.endswith('2 would need more than that')
+  assert line.startswith('resolution: 3 of 5 cells') and line.endswith('2 would need more than that')
 
 
 def _acceptance_inputs(em_diff, em_high, em_ok=(0.0, 0.3, 0.9), product=(0.0, 0.31, 0.88)):
