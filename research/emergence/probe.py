@@ -19,6 +19,7 @@ import json
 import os
 from typing import Sequence
 
+import flax.linen as nn
 import numpy as np
 import pandas as pd
 
@@ -219,7 +220,12 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
   With `max_large` > `large`, a cell whose lower bound is not above chance gets one more
   look, on large x 4^k items (capped at `max_large`), enough for the exact match its
   per-position accuracies predict (`predicted`) to be resolved, where that fits within
-  `max_large`; its interval is then at 97.5% (Bonferroni over the two looks).
+  `max_large`; its interval is then at 97.5% (Bonferroni over the two looks). The second
+  look scores exact match from one teacher-forced pass, as "argmax correct at every answer
+  position and the terminator", which is greedy exact match item for item (greedy emits
+  the gold answer exactly when every teacher-forced argmax is gold) at a quarter of the
+  cost of decoding; `identity` is the share of the first look's decoded items on which the
+  two agree (1.0 but for argmax ties).
   `items_needed` (`items_to_resolve(predicted)`) says how far out of reach the others are.
   One row per cell; the large caches are kept beside the others and reused."""
   max_large = max(max_large, large)
@@ -237,6 +243,7 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
       chance, looks = 10.0**-length, 1
       big = _large_cache(run, step, length, large, out_dir)
       hits = metrics_lib.item_metrics(big)['exact_match']
+      identity = float(np.mean(hits == _all_argmax_correct(big)))
       low, _ = sharpness.clopper_pearson(int(hits.sum()), hits.size)
       predicted = _position_accuracy_product(big, length)
       needed = items_to_resolve(predicted, chance)
@@ -245,8 +252,8 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
         n = large
         while n < max(needed, large + 1) and n < max_large:
           n = min(4 * n, max_large)
-        big = _large_cache(run, step, length, n, out_dir)
-        hits = metrics_lib.item_metrics(big)['exact_match']
+        big = _large_cache(run, step, length, n, out_dir, decode=False)
+        hits = _all_argmax_correct(big)
         predicted = _position_accuracy_product(big, length)
         needed = items_to_resolve(predicted, chance)
         looks = 2
@@ -257,7 +264,7 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
              'large_n': int(hits.size), 'large_hits': int(hits.sum()),
              'ci_low': float(low), 'ci_high': float(high), 'chance': chance,
              'above_chance': bool(low > chance), 'predicted': predicted,
-             'items_needed': needed, 'looks': looks}
+             'items_needed': needed, 'looks': looks, 'identity': identity}
       log(f"probe: resolution {run.run_id} L={length}: 0/{small} -> {row['large_hits']}/"
           f"{row['large_n']}, Clopper-Pearson [{low:.2g}, {high:.2g}] vs chance "
           f"{chance:.0e}{' (above chance)' if row['above_chance'] else ''}; per-position "
@@ -266,15 +273,32 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
   return pd.DataFrame(rows, columns=['run_id', 'n_params', 'step', 'L', 'small_n',
                                      'small_hits', 'large_n', 'large_hits', 'ci_low',
                                      'ci_high', 'chance', 'above_chance', 'predicted',
-                                     'items_needed', 'looks'])
+                                     'items_needed', 'looks', 'identity'])
 
 
-def _large_cache(run: Run, step: int, length: int, n: int, out_dir: str) -> dict:
-  path = os.path.join(out_dir, 'cache', run.run_id, f'step_{step}_large{n}_L{length}.npz')
+def _all_argmax_correct(cache: dict) -> np.ndarray:
+  """Per item: the teacher-forced argmax is the target at every answer position and the
+  terminator (metrics.item_metrics' 'argmax_all_correct')."""
+  return np.all(metrics_lib.teacher_forced_scores(
+      cache['logp_target'], cache['sum_p2'], cache['argmax'], cache['target'],
+      cache['target_mask'])['correct'], axis=1)
+
+
+def _large_cache(run: Run, step: int, length: int, n: int, out_dir: str,
+                 decode: bool = True) -> dict:
+  """The cache of `n` addition items of length `length` (greedy decode included unless
+  `decode` is False: then the teacher-forced pass only)."""
+  suffix = '' if decode else '_tf'
+  path = os.path.join(out_dir, 'cache', run.run_id,
+                      f'step_{step}_large{n}_L{length}{suffix}.npz')
   if os.path.exists(path):
     return cache_lib.load(path)
   items = arithmetic.eval_items(n, lengths=[length], include_mul=False)
-  big = cache_lib.score_model(model_config(run), load_params(run, step), items, with_mc=False)
+  params = nn.meta.unbox(load_params(run, step))
+  if decode:
+    big = cache_lib.score_model(model_config(run), params, items, with_mc=False)
+  else:
+    big = cache_lib.teacher_forced(model_config(run), params, items)
   cache_lib.save(path, big)
   return big
 

@@ -71,6 +71,17 @@ def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
     assert (row.ci_low, row.ci_high) == pytest.approx((float(low), float(high)))
     assert row.chance == 10.0**-row.L and row.above_chance == (low > row.chance)
   assert checks['resolution']['zero_cells'] == len(resolved)
+  assert (resolved['identity'] >= 0.975).all()  # at most 1 of 40 items an argmax tie
+  # The second look's teacher-forced-only cache gives greedy exact match item for item.
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from research.emergence import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  runs, _ = probe.find_runs(sweep)
+  run = next(r for r in runs if r.run_id == 'n100000_s0')
+  decoded = probe._large_cache(run, max(run.steps), 1, 40, str(tmp_path))
+  forced = probe._large_cache(run, max(run.steps), 1, 40, str(tmp_path), decode=False)
+  assert 'generated' not in forced
+  agree = metrics_lib.item_metrics(decoded)['exact_match'] == probe._all_argmax_correct(forced)
+  assert np.mean(agree) >= 0.975
 
 
 def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
@@ -82,19 +93,23 @@ def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
   rate = {2: 0.05, 3: 2e-3, 4: 1e-3, 5: 2e-5, 8: 1e-7}  # true and predicted exact match
   scored = []
 
-  def large_cache(run, step, length, n, out_dir):
+  def large_cache(run, step, length, n, out_dir, decode=True):
     del run, step, out_dir
-    scored.append((length, n))
+    scored.append((length, n, decode))
     return {'L': length, 'n': n}
+
+  def hits_of(cache):
+    return np.arange(cache['n']) < int(cache['n'] * rate[cache['L']])
 
   def item_metrics(cache):
     if 'n' not in cache:  # the 200-item eval: no hits anywhere
       return {'exact_match': np.zeros(cache['length'].size)}
-    hits = int(cache['n'] * rate[cache['L']])
-    return {'exact_match': np.arange(cache['n']) < hits}
+    assert cache['n'] == 500, 'only the first look decodes'
+    return {'exact_match': hits_of(cache)}
 
   monkeypatch.setattr(probe, '_large_cache', large_cache)
   monkeypatch.setattr(probe.metrics_lib, 'item_metrics', item_metrics)
+  monkeypatch.setattr(probe, '_all_argmax_correct', hits_of)
   monkeypatch.setattr(probe, '_position_accuracy_product', lambda cache, L: rate[L])
   lengths = np.repeat(list(rate), 200)
   caches = {'r': {7: {'task': np.full(lengths.size, 'add'), 'length': lengths}}}
@@ -103,8 +118,9 @@ def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
                           log=lambda _: None).set_index('L')
   # L=2: above chance at once; L=3 (needs ~6,100 items) and L=4 (~2,020): one look at
   # 8,000; L=5 (~6e5) and L=8 (~2e7): out of reach, no second look.
-  assert scored == [(2, 500), (3, 500), (3, 8000), (4, 500), (4, 8000), (5, 500), (8, 500)]
-  assert list(rows['looks']) == [1, 2, 2, 1, 1]
+  assert scored == [(2, 500, True), (3, 500, True), (3, 8000, False), (4, 500, True),
+                    (4, 8000, False), (5, 500, True), (8, 500, True)]
+  assert list(rows['looks']) == [1, 2, 2, 1, 1] and (rows['identity'] == 1.0).all()
   for length, row in rows.iterrows():
     low, high = sharpness.clopper_pearson(row['large_hits'], row['large_n'],
                                           alpha=0.05 / row['looks'])
