@@ -96,6 +96,40 @@ def du_vs_loss(table: pd.DataFrame, axes=None):
   return axes
 
 
+def resolution_figure(resolved: pd.DataFrame, ax=None):
+  """Every cell with 0 hits in the small eval, after the large one: its Clopper-Pearson
+  interval (a downward triangle at the upper bound where it still has 0 hits), the rate
+  its per-position accuracies predict (x), and chance 10^-L (dashes), by answer length."""
+  ax = ax or plt.figure(figsize=(5.5, 3.6)).gca()
+  for length, group in resolved.groupby('L'):
+    offsets = np.linspace(-0.3, 0.3, len(group)) if len(group) > 1 else np.zeros(1)
+    for dx, row in zip(offsets, group.itertuples()):
+      x = int(length) + dx
+      color = 'tab:green' if row.above_chance else 'tab:red'
+      if row.large_hits:
+        rate = row.large_hits / row.large_n
+        ax.errorbar([x], [rate], yerr=[[rate - row.ci_low], [row.ci_high - rate]], fmt='o',
+                    ms=3, color=color, capsize=2)
+      else:
+        ax.scatter([x], [row.ci_high], marker='v', facecolors='none', edgecolors=color, s=18)
+      if np.isfinite(row.predicted) and row.predicted > 0:
+        ax.scatter([x], [row.predicted], marker='x', color='0.4', s=10, lw=0.8)
+    ax.hlines(10.0 ** -int(length), int(length) - 0.45, int(length) + 0.45, color='k',
+              ls='--', lw=0.8)
+  ax.set_yscale('log')
+  ax.set_xlabel('answer length L')
+  ax.set_ylabel('exact match of 0/200 cells on the large eval\n'
+                'green: above chance (dashes), x: predicted')
+  return ax
+
+
+def save_figure(ax, path: str) -> str:
+  ax.figure.tight_layout()
+  ax.figure.savefig(path, dpi=120)
+  plt.close(ax.figure)
+  return path
+
+
 def all_figures(table: pd.DataFrame, out_dir: str) -> list[str]:
   written = []
 

@@ -406,6 +406,10 @@ def probe(sweep_dir: str, out_dir: str, *, n_per_length: int = 200, with_mc: boo
     resolved = resolution(runs, caches, out_dir, small=n_per_length, large=large_n_per_length,
                           max_large=max_large_n_per_length, log=log)
     write_atomic(os.path.join(out_dir, 'resolution.csv'), resolved.to_csv(index=False))
+    if figures and len(resolved):
+      from research.emergence import plots  # pylint: disable=g-import-not-at-top
+      written.append(plots.save_figure(plots.resolution_figure(resolved),
+                                       os.path.join(out_dir, 'resolution.png')))
     checks['resolution'] = {'zero_cells': int(len(resolved)),
                             'above_chance': int(resolved['above_chance'].sum()),
                             'small_n': n_per_length, 'large_n': large_n_per_length,

@@ -71,6 +71,7 @@ def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
     assert (row.ci_low, row.ci_high) == pytest.approx((float(low), float(high)))
     assert row.chance == 10.0**-row.L and row.above_chance == (low > row.chance)
   assert checks['resolution']['zero_cells'] == len(resolved)
+  assert str(tmp_path / 'resolution.png') in result['figures']
   assert (resolved['identity'] >= 0.975).all()  # at most 1 of 40 items an argmax tie
   # The second look's teacher-forced-only cache gives greedy exact match item for item.
   import numpy as np  # pylint: disable=g-import-not-at-top
