@@ -133,17 +133,12 @@ def save_figure(ax, path: str) -> str:
 def all_figures(table: pd.DataFrame, out_dir: str) -> list[str]:
   written = []
 
-  def save(fig, name):
-    path = os.path.join(out_dir, name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+  def save(ax, name):
+    written.append(save_figure(ax, os.path.join(out_dir, name)))
 
   for metric in FIG3_METRICS:
     if (table['metric'] == metric).any():
-      ax = fig3(table, metric)
-      save(ax.figure, f'fig3_{metric}.png')
-  save(fig4(table).figure, 'fig4_exact_match_log.png')
-  save(du_vs_loss(table)[0].figure, 'du_vs_loss.png')
+      save(fig3(table, metric), f'fig3_{metric}.png')
+  save(fig4(table), 'fig4_exact_match_log.png')
+  save(du_vs_loss(table)[0], 'du_vs_loss.png')
   return written

@@ -179,8 +179,8 @@ def blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale):
 #   1. nothing above the diagonal (packed rows, padding): causal kernel plus the mask as bias;
 #   2. anything else (bidirectional encoder, prefix LM, cross-attention): the mask as bias.
 # Elsewhere (CPU, TPU, fp32, a position bias, head dim over 128 or not a multiple of 8, odd
-# lengths) it is `blocked_attention`. Checked against the
-# reference on a GPU by benchmarks/attention_check.py.
+# lengths) it is `blocked_attention`. Checked against the reference on a GPU by
+# benchmarks/attention_check.py.
 
 
 def _cudnn_usable(q_bqhd, k_bkgd, bias_bhqk) -> bool:
