@@ -87,6 +87,8 @@ def seconds_per_step(model_config, params, prompts, new_tokens, steps, use_cache
 
 def main(argv):
   del argv
+  from research.parallel import host
+  host.tune_allocator()
   lengths = [int(n) for n in _LENGTHS.value]
   b, p = _BATCH.value, _PROMPT_LEN.value
   config = models.TransformerConfig(**MODEL, max_length=p + max(lengths))

@@ -84,6 +84,8 @@ def main(argv):
   del argv
   from absl import logging
   logging.set_verbosity(logging.WARNING)
+  from research.parallel import host
+  host.tune_allocator()
   import gin
   import jax
   from research import models

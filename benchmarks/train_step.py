@@ -187,6 +187,8 @@ def main(argv):
   del argv
   from absl import logging
   logging.set_verbosity(logging.WARNING)
+  from research.parallel import host
+  host.tune_allocator()  # before JAX or torch allocate: both run under the same allocator
   import gin
   from research import models
   from research.train import sources, trainer  # pylint: disable=unused-import

@@ -50,6 +50,8 @@ def read_prompts():
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads
+  from research.parallel import host
+  host.tune_allocator()  # before JAX allocates (research/parallel/host.py)
   try:
     prompts = read_prompts()
     model_config, params, step = decoding.load_run(FLAGS.value, _STEP.value)

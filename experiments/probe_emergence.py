@@ -56,6 +56,8 @@ def main(argv):
   if _N_PER_LENGTH.value < 1:
     _fail(f'--n_per_length must be positive, got {_N_PER_LENGTH.value}', code=2)
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+  from research.parallel import host
+  host.tune_allocator()  # before JAX allocates (research/parallel/host.py)
   from research.emergence import probe
   log = lambda line: print(line, file=sys.stderr)  # noqa: E731
   try:

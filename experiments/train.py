@@ -71,6 +71,8 @@ def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}', code=2)
   logging.set_verbosity(logging.WARNING)  # the progress line and errors are the output
+  from research.parallel import host
+  host.tune_allocator()  # before JAX allocates (research/parallel/host.py)
   _check_workdir(_WORKDIR.value)
   _load_gin()
   from research import parallel
