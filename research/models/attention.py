@@ -104,10 +104,14 @@ def _query_blocks(q_len: int, k_len: int) -> tuple[tuple[int, int, int], ...]:
 
 
 def _block_probs(q, k, mask, scale):
-  logits = jnp.einsum('bqgrd,bkgd->bgrqk', q, k, preferred_element_type=jnp.float32) * scale
-  return jax.nn.softmax(jnp.where(mask[:, :, None], logits, NEG_INF), axis=-1)
+  logits = jnp.einsum('bgrqd,bgkd->bgrqk', q, k, preferred_element_type=jnp.float32) * scale
+  return jax.nn.softmax(jnp.where(mask, logits, NEG_INF), axis=-1)
 
 
+# Inside, q is [b, g, r, q, d], k and v [b, g, k, d] and the mask [b, 1, 1, q, k]: with
+# the batch dimensions leading, every dot reads its operands as they lie. In the
+# projections' [b, q, h, d] layout XLA:CPU transposed each block's slices for every dot
+# (about a third of the attention's time at the benchmark's shape).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _blocked(q, k, v, mask, scale, blocks):
   return _blocked_fwd(q, k, v, mask, scale, blocks)[0]
@@ -116,10 +120,10 @@ def _blocked(q, k, v, mask, scale, blocks):
 def _blocked_fwd(q, k, v, mask, scale, blocks):
   outs, probs = [], []
   for lo, hi, k_hi in blocks:
-    p = _block_probs(q[:, lo:hi], k[:, :k_hi], mask[..., lo:hi, :k_hi], scale)
-    outs.append(jnp.einsum('bgrqk,bkgd->bqgrd', p.astype(v.dtype), v[:, :k_hi]))
+    p = _block_probs(q[..., lo:hi, :], k[:, :, :k_hi], mask[..., lo:hi, :k_hi], scale)
+    outs.append(jnp.einsum('bgrqk,bgkd->bgrqd', p.astype(v.dtype), v[:, :, :k_hi]))
     probs.append(p)
-  out = jnp.concatenate(outs, axis=1)
+  out = jnp.concatenate(outs, axis=3)
   return out, (q, k, v, mask, out, probs)
 
 
@@ -128,17 +132,17 @@ def _blocked_bwd(scale, blocks, residuals, d_out):
   dq = []
   dk = jnp.zeros(k.shape, jnp.float32)
   dv = jnp.zeros(v.shape, jnp.float32)
+  delta = jnp.einsum('bgrqd,bgrqd->bgrq', d_out.astype(jnp.float32), out.astype(jnp.float32))
   for (lo, hi, k_hi), p in zip(blocks, probs):
-    do = d_out[:, lo:hi]
-    dp = jnp.einsum('bqgrd,bkgd->bgrqk', do, v[:, :k_hi], preferred_element_type=jnp.float32)
-    delta = jnp.einsum('bqgrd,bqgrd->bgrq', do.astype(jnp.float32),
-                       out[:, lo:hi].astype(jnp.float32))
+    do = d_out[..., lo:hi, :]
+    dp = jnp.einsum('bgrqd,bgkd->bgrqk', do, v[:, :, :k_hi], preferred_element_type=jnp.float32)
     # Fully masked (padding) rows have uniform p; the reference's gradient is 0 there.
-    ds = jnp.where(mask[:, :, None, lo:hi, :k_hi], p * (dp - delta[..., None]) * scale, 0.)
-    dq.append(jnp.einsum('bgrqk,bkgd->bqgrd', ds.astype(k.dtype), k[:, :k_hi]))
-    dk = dk.at[:, :k_hi].add(jnp.einsum('bgrqk,bqgrd->bkgd', ds.astype(q.dtype), q[:, lo:hi]))
-    dv = dv.at[:, :k_hi].add(jnp.einsum('bgrqk,bqgrd->bkgd', p.astype(do.dtype), do))
-  return (jnp.concatenate(dq, axis=1).astype(q.dtype), dk.astype(k.dtype),
+    ds = jnp.where(mask[..., lo:hi, :k_hi], p * (dp - delta[..., lo:hi, None]) * scale, 0.)
+    dq.append(jnp.einsum('bgrqk,bgkd->bgrqd', ds.astype(k.dtype), k[:, :, :k_hi]))
+    dk = dk.at[:, :, :k_hi].add(jnp.einsum('bgrqk,bgrqd->bgkd', ds.astype(q.dtype),
+                                           q[..., lo:hi, :]))
+    dv = dv.at[:, :, :k_hi].add(jnp.einsum('bgrqk,bgrqd->bgkd', p.astype(do.dtype), do))
+  return (jnp.concatenate(dq, axis=3).astype(q.dtype), dk.astype(k.dtype),
           dv.astype(v.dtype), None)
 
 
@@ -152,20 +156,22 @@ def blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale):
     return einsum_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale)
   b, q_len, h, d = q_bqhd.shape
   k_len, g = k_bkgd.shape[1], k_bkgd.shape[2]
-  q = q_bqhd.reshape(b, q_len, g, h // g, d)
+  q = q_bqhd.reshape(b, q_len, g, h // g, d).transpose(0, 2, 3, 1, 4)
+  k, v = k_bkgd.transpose(0, 2, 1, 3), v_bkgd.transpose(0, 2, 1, 3)
+  mask = mask_b1qk[:, :, None]
   blocks = _query_blocks(q_len, k_len)
 
   def run(blocks):
     return lambda q, k, v, mask: _blocked(q, k, v, mask, scale, blocks)
 
   if len(blocks) == 1:
-    out = run(blocks)(q, k_bkgd, v_bkgd, mask_b1qk)
+    out = run(blocks)(q, k, v, mask)
   else:  # blocks only where the mask has nothing above the block diagonal (e.g. a prefix)
     above = jnp.arange(k_len)[None, :] >= jnp.array(
         [hi for _, hi, _ in blocks]).repeat(blocks[0][1] - blocks[0][0])[:, None]
     out = jax.lax.cond(jnp.any(mask_b1qk & above), run(((0, q_len, k_len),)), run(blocks),
-                       q, k_bkgd, v_bkgd, mask_b1qk)
-  return out.reshape(b, q_len, h, d)
+                       q, k, v, mask)
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, q_len, h, d)
 
 
 # ---------------------------------------------------------------- cuDNN flash attention
