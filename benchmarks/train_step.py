@@ -3,13 +3,14 @@ r"""Tokens/s and MFU of the jitted train step for a run's gin config (synthetic 
   python benchmarks/train_step.py --gin_file=gin_configs/runs/bench_gpt2_cpu.gin [--torch]
 
 Builds the model, optimizer and sharded state exactly as the trainer does, compiles the
-step once, then times --steps steps after --warmup. MFU is model FLOPs (Chinchilla
+step once, then times --steps steps after --warmup and reports the median step. MFU is model FLOPs (Chinchilla
 convention) per second over the device peak (a table for GPUs/TPUs; on CPU, measured fp32
 matmul throughput, or `peak_flops_per_device.override`). --torch also times an eager
 PyTorch step of the same GPT-2-style decoder (LayerNorm, GELU MLP, learned positions, tied
 embeddings, AdamW) on the same batch shape.
 """
 import os
+import statistics
 import sys
 import time
 
@@ -31,13 +32,21 @@ _PHASES = flags.DEFINE_bool(
     'optimizer (both frameworks with --torch), to see which phase a gap comes from.')
 
 
-def _time(step_fn, steps: int, warmup: int) -> float:
+def _step_times(step_fn, steps: int, warmup: int) -> list:
   for _ in range(warmup):
     step_fn()
-  start = time.perf_counter()
+  times = []
   for _ in range(steps):
+    start = time.perf_counter()
     step_fn()
-  return (time.perf_counter() - start) / steps
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def _time(step_fn, steps: int, warmup: int) -> float:
+  """Median seconds per synchronized call: robust to the odd stalled step (on the 2-core
+  VM the kernel now and then pages memory out under a running step)."""
+  return statistics.median(_step_times(step_fn, steps, warmup))
 
 
 def build_jax_step(cfg, batch_size, lengths):
@@ -94,22 +103,25 @@ def build_jax_step(cfg, batch_size, lengths):
 
 
 def bench_jax(cfg, batch_size, lengths):
+  """(one synchronized step, result(seconds per step) -> the printed figures)."""
   import jax
   from research.train import metrics, tasks
   one, compile_s, batch_np, _, phases = build_jax_step(cfg, batch_size, lengths)
-  seconds = _time(one, _STEPS.value, _WARMUP.value)
   phase_ms = {name: 1e3 * _time(fn, _STEPS.value, max(_WARMUP.value, 1))
               for name, fn in phases.items()} if _PHASES.value else {}
   tokens = tasks.tokens_per_batch(cfg.family, batch_np)
   flops = tasks.flops_per_batch(cfg, batch_np)
   peak = metrics.peak_flops_per_device()
-  mfu = {k: v / seconds / (jax.device_count() * peak) for k, v in flops.items()}
-  memory = (jax.devices()[0].memory_stats() or {}).get('peak_bytes_in_use')
-  return {'tokens_per_s': tokens / seconds, 'step_ms': 1e3 * seconds,
-          'mfu': mfu['chinchilla'], 'mfu_by_convention': mfu, 'peak_flops': peak,
-          'peak_memory_gib': memory / 2**30 if memory else None,
-          'phase_ms': phase_ms, 'compile_s': compile_s, 'devices': f'{jax.device_count()} x '
-                                             f'{jax.devices()[0].device_kind}'}
+
+  def result(seconds):
+    mfu = {k: v / seconds / (jax.device_count() * peak) for k, v in flops.items()}
+    memory = (jax.devices()[0].memory_stats() or {}).get('peak_bytes_in_use')
+    return {'tokens_per_s': tokens / seconds, 'step_ms': 1e3 * seconds,
+            'mfu': mfu['chinchilla'], 'mfu_by_convention': mfu, 'peak_flops': peak,
+            'peak_memory_gib': memory / 2**30 if memory else None,
+            'phase_ms': phase_ms, 'compile_s': compile_s,
+            'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}'}
+  return one, result
 
 
 def bench_torch(cfg, batch_size, length):
@@ -160,7 +172,6 @@ def bench_torch(cfg, batch_size, length):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-  seconds = _time(one, _STEPS.value, _WARMUP.value)
   phase_ms = {}
   if _PHASES.value:
     def forward():
@@ -172,9 +183,12 @@ def bench_torch(cfg, batch_size, length):
       F.cross_entropy(model(idx).view(-1, cfg.vocab_size), tgt.view(-1)).backward()
     phase_ms = {name: 1e3 * _time(fn, _STEPS.value, max(_WARMUP.value, 1)) for name, fn in
                 (('forward', forward), ('forward+backward', forward_backward))}
-  return {'tokens_per_s': batch_size * length / seconds, 'step_ms': 1e3 * seconds,
-          'phase_ms': phase_ms, 'threads': torch.get_num_threads(),
-          'params': sum(p.numel() for p in model.parameters())}
+
+  def result(seconds):
+    return {'tokens_per_s': batch_size * length / seconds, 'step_ms': 1e3 * seconds,
+            'phase_ms': phase_ms, 'threads': torch.get_num_threads(),
+            'params': sum(p.numel() for p in model.parameters())}
+  return one, result
 
 
 def _print_phases(name: str, result: dict) -> None:
@@ -199,7 +213,15 @@ def main(argv):
   counts = models.count_params(cfg)
   print(f'model: {cfg.family}, {counts["total"]:,} params, batch {batch_size}, '
         f'lengths {lengths}, dtype {cfg.dtype}')
-  result = bench_jax(cfg, batch_size, lengths)
+  if _TORCH.value and cfg.family != 'decoder':
+    raise app.UsageError('--torch compares decoder-only models')
+  steps = {'jax': bench_jax(cfg, batch_size, lengths)}
+  if _TORCH.value:
+    steps['torch'] = bench_torch(cfg, batch_size, lengths['targets'])
+  # One after the other, not in turns: taking turns, each framework's idle threads (XLA's
+  # pool, torch's OpenMP team) still spin while the other runs, and both slow down.
+  seconds = {name: _time(one, _STEPS.value, _WARMUP.value) for name, (one, _) in steps.items()}
+  result = steps['jax'][1](seconds['jax'])
   print(f'jax   : {result["tokens_per_s"]:,.0f} tokens/s  {result["step_ms"]:.1f} ms/step  '
         f'MFU {100 * result["mfu"]:.1f}% of {result["peak_flops"] / 1e12:.3g} TFLOP/s/device '
         f'({result["devices"]}; compile {result["compile_s"]:.1f}s)')
@@ -209,9 +231,7 @@ def main(argv):
   if result['peak_memory_gib']:
     print(f'peak device memory: {result["peak_memory_gib"]:.1f} GiB')
   if _TORCH.value:
-    if cfg.family != 'decoder':
-      raise app.UsageError('--torch compares decoder-only models')
-    t = bench_torch(cfg, batch_size, lengths['targets'])
+    t = steps['torch'][1](seconds['torch'])
     print(f'torch : {t["tokens_per_s"]:,.0f} tokens/s  {t["step_ms"]:.1f} ms/step  '
           f'(eager, {t["threads"]} threads, {t["params"]:,} params)')
     _print_phases('torch', t)
