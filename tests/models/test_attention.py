@@ -119,10 +119,30 @@ def test_blocked_attention_matches_einsum_values_and_gradients(length, prefix_at
       f(q, k, v, mask, None, 8 ** -0.5) * weight)) for impl in ('einsum', 'blocked')}
   np.testing.assert_allclose(losses['blocked'](q, k, v), losses['einsum'](q, k, v),
                              rtol=1e-5)
+  if prefix_at is None:  # the caller's promise: nothing above the diagonal, no run-time check
+    losses['promised'] = lambda q, k, v: jnp.sum(attention.blocked_attention(
+        q, k, v, mask, None, 8 ** -0.5, lower_triangular=True) * weight)
+    np.testing.assert_allclose(losses['promised'](q, k, v), losses['einsum'](q, k, v),
+                               rtol=1e-5)
   grads = {impl: jax.grad(f, argnums=(0, 1, 2))(q, k, v) for impl, f in losses.items()}
-  for ref, got in zip(grads['einsum'], grads['blocked']):
-    np.testing.assert_allclose(got, ref, atol=2e-5)
+  for impl in grads.keys() - {'einsum'}:
+    for ref, got in zip(grads['einsum'], grads[impl]):
+      np.testing.assert_allclose(got, ref, atol=2e-5)
   assert len(attention._query_blocks(length, length)) == {256: 4, 128: 2, 40: 1}[length]
+
+
+def test_blocked_attention_checks_the_mask_only_where_a_prefix_may_reach_above():
+  """A causal decoder's attention knows at trace time that its mask has nothing above the
+  diagonal (no lax.cond in the step); a prefix-LM batch still checks at run time."""
+  cfg = helpers.tiny(max_length=128, attention_impl='blocked')
+  feats = helpers.features(cfg, length=128)
+  params = helpers.init(cfg, feats)
+  jaxpr = str(jax.make_jaxpr(lambda p: helpers.apply(cfg, p, feats))(params))
+  assert 'cond[' not in jaxpr
+  q, k, v, mask, _ = _blocked_case(128, prefix_at=100)
+  jaxpr = str(jax.make_jaxpr(attention.blocked_attention, static_argnums=(4, 5))(
+      q, k, v, mask, None, 0.3))
+  assert 'cond[' in jaxpr
 
 
 def test_blocked_attention_with_bias_is_the_reference():
