@@ -7,11 +7,9 @@ definitions, a core dependency), joins every executed XLA op with the compiled s
 metadata (the `op_name` JAX records: module path and primitive), and prints milliseconds
 per step by component (`attn/core` = everything between the q/k/v projections and the
 output projection; `mlp/wi`, ...) split into matmuls and the rest, then the top ops.
-Times are summed over the runtime's worker threads, so on a 2-core CPU they add up to
-about the step time when both cores are busy.
-
-Measured on the 2-core CI-class CPU (GPT-2-style 4 x 256, context 256, batch 16, fp32):
-see the README's "Training" section for the breakdown and what it says.
+Times are summed over the runtime's worker threads and over ops that XLA runs
+concurrently, so read them as shares of the work, not as wall time (the README's
+"Training" section has what the breakdown showed on the 2-core CI-class CPU).
 """
 import collections
 import glob
