@@ -18,6 +18,9 @@ side only.
 Measured on that VM: that fwd+bwd went from 280 to 229 ms per step and 10 ms of kernel time
 (benchmarks/train_step.py: see the README's "Training" section). The cost is that the
 process keeps its peak heap for its lifetime, which a training process does anyway.
+And one arena serializes malloc across threads: the causal-LM input pipeline
+(benchmarks/input_pipeline.py) fell from 17 to 11-13 M tokens/s, still 2,200x what the
+trainer reads; the other objectives did not move.
 
 glibc only (Linux); elsewhere, or with RESEARCH_TUNE_MALLOC=0, it does nothing.
 """
