@@ -396,7 +396,7 @@ def _fused_projections(x_bqd, projections):
   heads = [w.shape[1] for w, _ in weights]
   d_model, d = weights[0][0].shape[0], weights[0][0].shape[2]
   kernel = jnp.concatenate([w.reshape(d_model, -1) for w, _ in weights], axis=1)
-  y = jnp.einsum('bqe,ef->bqf', x_bqd.astype(kernel.dtype), kernel)
+  y = layers.matmul_trailing(x_bqd.astype(kernel.dtype), kernel, 1)
   if weights[0][1] is not None:
     y = y + jnp.concatenate([b.reshape(-1) for _, b in weights])
   splits = [sum(heads[:i]) * d for i in (1, 2)]
