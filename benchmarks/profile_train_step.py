@@ -8,7 +8,8 @@ metadata (the `op_name` JAX records: module path and primitive), and prints mill
 per step by component (`attn/core` = everything between the q/k/v projections and the
 output projection; `mlp/wi`, ...) split into matmuls and the rest, then the top ops.
 Times are summed over the runtime's worker threads and over ops that XLA runs
-concurrently, so read them as shares of the work, not as wall time (the README's
+concurrently (an asynchronous op counts from its start to its completion, however much
+else ran meanwhile), so read them as shares of the work, not as wall time (the README's
 "Training" section has what the breakdown showed on the 2-core CI-class CPU).
 """
 import collections
@@ -56,7 +57,11 @@ def hlo_op_names(hlo_text: str) -> dict:
 
 
 def op_times(trace_dir: str) -> collections.Counter:
-  """{op name: total picoseconds} over every thread of the traced XPlane."""
+  """{op name: total picoseconds} over every thread of the traced XPlane.
+
+  XLA:CPU runs some ops asynchronously (the Eigen `dot`s of weight gradients): the op's
+  event covers only its dispatch, and an `end: <op>` marker (on the thread that finished
+  it) records when it completed. Such an op is counted from its start to that marker."""
   from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
   files = glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True)
   if not files:
@@ -64,9 +69,15 @@ def op_times(trace_dir: str) -> collections.Counter:
   space = xplane_pb2.XSpace()
   with open(files[0], 'rb') as f:
     space.ParseFromString(f.read())
+  return xspace_op_times(space)
+
+
+def xspace_op_times(space) -> collections.Counter:
+  """`op_times` of a parsed XSpace."""
   total = collections.Counter()
   for plane in space.planes:
     meta = {k: v.name for k, v in plane.event_metadata.items()}
+    starts, ends = collections.defaultdict(list), collections.defaultdict(list)
     for line in plane.lines:
       if line.name == 'python':
         continue
@@ -74,7 +85,21 @@ def op_times(trace_dir: str) -> collections.Counter:
         name = meta.get(event.metadata_id, '')
         if 'Execute' in name or 'Await' in name:  # runtime spans that contain the ops
           continue
-        total[name] += event.duration_ps
+        at = line.timestamp_ns * 1000 + event.offset_ps
+        if name.startswith('end: '):
+          ends[name[len('end: '):]].append(at)
+        else:
+          starts[name].append((at, event.duration_ps))
+    for name, events in starts.items():
+      marks = iter(sorted(ends.get(name, ())))
+      mark = next(marks, None)
+      for start, duration in sorted(events):
+        while mark is not None and mark < start:
+          mark = next(marks, None)
+        if mark is not None:  # the op's completion: later than its event's end if async
+          duration = max(duration, mark - start)
+          mark = next(marks, None)
+        total[name] += duration
   return total
 
 
@@ -106,7 +131,8 @@ def main(argv):
   per_step = {op: ps / 1e9 / _STEPS.value for op, ps in times.items() if op in names}
   groups = collections.Counter()
   for op, ms in per_step.items():
-    kind = 'matmul' if 'dot_general' in names[op] else 'other'
+    # A weight gradient's dot is named after the transpose JAX took of the forward dot.
+    kind = 'matmul' if 'dot_general' in names[op] or op.startswith('dot') else 'other'
     groups[(component(names[op]), kind)] += ms
   total = sum(per_step.values())
   print(f'{total:.0f} ms of XLA ops per step ({jax.devices()[0].device_kind}, '
