@@ -8,9 +8,11 @@ metadata (the `op_name` JAX records: module path and primitive), and prints mill
 per step by component (`attn/core` = everything between the q/k/v projections and the
 output projection; `mlp/wi`, ...) split into matmuls and the rest, then the top ops.
 Times are summed over the runtime's worker threads and over ops that XLA runs
-concurrently (an asynchronous op counts from its start to its completion, however much
-else ran meanwhile), so read them as shares of the work, not as wall time (the README's
-"Training" section has what the breakdown showed on the 2-core CI-class CPU).
+concurrently, so read them as shares of the work, not as wall time (the README's
+"Training" section has what the breakdown showed on the 2-core CI-class CPU). Ops that
+XLA:CPU runs asynchronously (the Eigen dots of weight gradients, conditionals) show only
+their dispatch there; a last list gives their spans from start to completion, which
+overlap other ops.
 """
 import collections
 import glob
@@ -56,12 +58,8 @@ def hlo_op_names(hlo_text: str) -> dict:
   return names
 
 
-def op_times(trace_dir: str) -> collections.Counter:
-  """{op name: total picoseconds} over every thread of the traced XPlane.
-
-  XLA:CPU runs some ops asynchronously (the Eigen `dot`s of weight gradients): the op's
-  event covers only its dispatch, and an `end: <op>` marker (on the thread that finished
-  it) records when it completed. Such an op is counted from its start to that marker."""
+def op_times(trace_dir: str):
+  """`xspace_op_times` of the XPlane that jax.profiler wrote under `trace_dir`."""
   from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
   files = glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True)
   if not files:
@@ -72,9 +70,18 @@ def op_times(trace_dir: str) -> collections.Counter:
   return xspace_op_times(space)
 
 
-def xspace_op_times(space) -> collections.Counter:
-  """`op_times` of a parsed XSpace."""
-  total = collections.Counter()
+_ASYNC_PS = 100_000_000  # completion this much (0.1 ms) after the op's event: asynchronous
+
+
+def xspace_op_times(space) -> tuple[collections.Counter, collections.Counter]:
+  """({op: picoseconds of its events}, {op: picoseconds from start to completion}) summed
+  over every thread of an XSpace; the second only for asynchronous ops.
+
+  XLA:CPU records each op's completion as an `end: <op>` marker. For most ops it falls at
+  the end of the op's event; some run asynchronously (the Eigen `dot`s of weight
+  gradients, conditionals), and their event covers only the dispatch: the work runs on
+  other threads, concurrently with other ops, until the marker."""
+  events, spans = collections.Counter(), collections.Counter()
   for plane in space.planes:
     meta = {k: v.name for k, v in plane.event_metadata.items()}
     starts, ends = collections.defaultdict(list), collections.defaultdict(list)
@@ -90,17 +97,19 @@ def xspace_op_times(space) -> collections.Counter:
           ends[name[len('end: '):]].append(at)
         else:
           starts[name].append((at, event.duration_ps))
-    for name, events in starts.items():
+          events[name] += event.duration_ps
+    for name, occurrences in starts.items():
       marks = iter(sorted(ends.get(name, ())))
       mark = next(marks, None)
-      for start, duration in sorted(events):
+      for start, duration in sorted(occurrences):
         while mark is not None and mark < start:
           mark = next(marks, None)
-        if mark is not None:  # the op's completion: later than its event's end if async
-          duration = max(duration, mark - start)
-          mark = next(marks, None)
-        total[name] += duration
-  return total
+        if mark is None:
+          break
+        if mark - start > duration + _ASYNC_PS:
+          spans[name] += mark - start
+        mark = next(marks, None)
+  return events, spans
 
 
 def main(argv):
@@ -127,7 +136,7 @@ def main(argv):
     with jax.profiler.trace(trace_dir):
       for _ in range(_STEPS.value):
         one()
-    times = op_times(trace_dir)
+    times, spans = op_times(trace_dir)
   per_step = {op: ps / 1e9 / _STEPS.value for op, ps in times.items() if op in names}
   groups = collections.Counter()
   for op, ms in per_step.items():
@@ -143,6 +152,12 @@ def main(argv):
   print(f'\ntop {_TOP.value} ops:')
   for op, ms in sorted(per_step.items(), key=lambda kv: -kv[1])[:_TOP.value]:
     print(f'{ms:8.1f} ms  {op:28s} {names[op][-90:]}')
+  async_ms = {op: ps / 1e9 / _STEPS.value for op, ps in spans.items() if op in names}
+  if async_ms:
+    print(f'\n{len(async_ms)} ops ran asynchronously: their time above is the dispatch; from '
+          'start to completion (overlapping other ops) they took:')
+    for op, ms in sorted(async_ms.items(), key=lambda kv: -kv[1])[:_TOP.value]:
+      print(f'{ms:8.1f} ms  {op:28s} {names[op][-90:]}')
 
 
 if __name__ == '__main__':

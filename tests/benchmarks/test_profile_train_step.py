@@ -8,6 +8,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), 'benchmarks'))
 import profile_train_step  # noqa: E402  pylint: disable=wrong-import-position
 
+MS = 10**9  # picoseconds
+
 
 def _space(lines):
   """lines: {line name: [(event name, offset_ps, duration_ps)]} on one plane."""
@@ -26,22 +28,24 @@ def _space(lines):
   return space
 
 
-def test_async_ops_count_until_their_end_marker():
+def test_async_ops_get_their_span_to_completion():
   # Two traced steps. dot.1 (an async Eigen dot) is dispatched in 1 ns and completes on
-  # the other thread 10 ns / 5 ns later; add.2 is synchronous; runtime spans are dropped.
+  # the other thread 10 ms / 5 ms later; add.2 is synchronous; runtime spans are dropped.
   space = _space({
-      'worker_a': [('ThunkExecutor::Execute', 0, 40_000), ('dot.1', 0, 1_000),
-                   ('add.2', 2_000, 500), ('end: add.2', 2_500, 0),
-                   ('dot.1', 20_000, 1_000), ('add.2', 22_000, 700)],
-      'worker_b': [('end: dot.1', 10_000, 0), ('end: dot.1', 25_000, 0)],
-      'python': [('dot.1', 0, 99_000)],
+      'worker_a': [('ThunkExecutor::Execute', 0, MS * 40), ('dot.1', 0, 1_000),
+                   ('add.2', MS * 2, 500), ('end: add.2', MS * 2 + 500, 0),
+                   ('dot.1', MS * 20, 1_000), ('add.2', MS * 22, 700),
+                   ('end: add.2', MS * 22 + 700, 0)],
+      'worker_b': [('end: dot.1', MS * 10, 0), ('end: dot.1', MS * 25, 0)],
+      'python': [('dot.1', 0, MS * 99)],
   })
-  times = profile_train_step.xspace_op_times(space)
-  assert times['dot.1'] == 10_000 + 5_000
-  assert times['add.2'] == 500 + 700
-  assert 'ThunkExecutor::Execute' not in times
+  times, spans = profile_train_step.xspace_op_times(space)
+  assert times['dot.1'] == 2_000 and spans['dot.1'] == MS * 15
+  assert times['add.2'] == 500 + 700 and 'add.2' not in spans
+  assert 'ThunkExecutor::Execute' not in times and 'end: dot.1' not in times
 
 
 def test_without_markers_the_event_duration_counts():
   space = _space({'worker': [('fusion.3', 0, 2_000), ('fusion.3', 5_000, 3_000)]})
-  assert profile_train_step.xspace_op_times(space)['fusion.3'] == 5_000
+  times, spans = profile_train_step.xspace_op_times(space)
+  assert times['fusion.3'] == 5_000 and not spans
