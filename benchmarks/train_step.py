@@ -59,7 +59,7 @@ def build_jax_step(cfg, batch_size, lengths):
   import jax
   import numpy as np
   from research import models, parallel
-  from research.train import optimizers, synthetic
+  from research.train import optimizers, synthetic, tasks
   from research.train import state as state_lib, step as step_lib
   mesh = parallel.make_mesh(parallel.MeshConfig())
   rules = parallel.logical_axis_rules()
@@ -70,8 +70,8 @@ def build_jax_step(cfg, batch_size, lengths):
   train_fn = step_lib.compile_train_step(
       step_lib.make_train_step(module, cfg.family, tx, schedule, cfg.z_loss, step_config),
       setup.shardings, mesh, rules, step_config.constrain_activations)
-  batch_np = synthetic.make_batch(cfg.family, np.random.default_rng(0), batch_size, lengths,
-                                  cfg.vocab_size)
+  batch_np = tasks.without_empty_prefix(synthetic.make_batch(  # what the trainer feeds
+      cfg.family, np.random.default_rng(0), batch_size, lengths, cfg.vocab_size))
   if _ONE_SEGMENT.value:
     for prefix in ('encoder', 'decoder'):
       if f'{prefix}_segment_ids' in batch_np:

@@ -5,6 +5,7 @@ target-side ones. One table, so adding a family is one entry.
 """
 import dataclasses
 
+import jax
 import numpy as np
 
 
@@ -37,6 +38,23 @@ FAMILY_FEATURES = {
 def model_inputs(family: str, batch) -> dict:
   names = FAMILY_FEATURES[family].inputs
   return {k: batch[k] for k in names if k in batch}
+
+
+def without_empty_prefix(batch: dict) -> dict:
+  """`batch` without its `decoder_causal_attention` if that is all zeros.
+
+  DESIGN.md's decoder batches always carry the feature, all zeros for a causal LM. Given
+  an array, the model must check at run time whether any prefix lets attention look above
+  the diagonal (a `lax.cond` per layer in blocked attention, about 10% of the attention's
+  forward + backward at the CPU benchmark's shape); without it, it knows at trace time
+  (`lower_triangular`). Called on the host before every step: a batch with a prefix keeps
+  it, and the step compiles once per kind of batch seen. In a multi-process run every
+  process must compile the same program, so the feature stays (each host sees only its
+  own rows)."""
+  prefix = batch.get('decoder_causal_attention')
+  if prefix is None or np.any(prefix) or jax.process_count() > 1:
+    return batch
+  return {k: v for k, v in batch.items() if k != 'decoder_causal_attention'}
 
 
 def tokens_per_batch(family: str, batch) -> int:

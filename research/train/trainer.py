@@ -192,6 +192,7 @@ def train(workdir: str,
       batch = next(eval_source, None)
       if batch is None:  # a validation split shorter than eval_batches
         break
+      batch = tasks.without_empty_prefix(batch)
       out = jax.device_get(eval_fn(state.params, parallel.host_batch_to_global(
           batch, _shardings(batch))))
       sums = {k: sums[k] + float(out[k]) for k in sums}
@@ -218,6 +219,7 @@ def train(workdir: str,
         drawn = [draw() for _ in range(multiple)]
         batch = drawn[0][1] if multiple == 1 else {
             k: np.concatenate([b[k] for _, b in drawn]) for k in drawn[0][1]}
+        batch = tasks.without_empty_prefix(batch)
         state, device_metrics = train_fn(state, parallel.host_batch_to_global(
             batch, _shardings(batch)))
         step += 1

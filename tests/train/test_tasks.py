@@ -1,0 +1,41 @@
+"""tasks.without_empty_prefix: a causal LM's batch reaches the step in the form whose
+attention mask is known to be lower triangular at trace time."""
+import jax
+import numpy as np
+
+from research import models
+from research.train import step as step_lib
+from research.train import synthetic, tasks
+
+
+def _decoder_batch(prefix_len: int = 0):
+  batch = synthetic.make_batch('decoder', np.random.default_rng(0), 2, {'targets': 128}, 64)
+  batch['decoder_causal_attention'][:, :prefix_len] = 1
+  return batch
+
+
+def _loss_jaxpr(batch) -> str:
+  cfg = models.TransformerConfig(family='decoder', vocab_size=64, d_model=32, num_layers=1,
+                                 num_heads=4, d_ff=64, max_length=128,
+                                 attention_impl='blocked')
+  module = models.build(cfg)
+  inputs = tasks.model_inputs('decoder', batch)
+  params = module.init(jax.random.PRNGKey(0), **inputs)['params']
+  return str(jax.make_jaxpr(lambda p: step_lib._loss_sums(  # pylint: disable=protected-access
+      module, 'decoder', 0.0, p, batch, jax.random.PRNGKey(0), deterministic=True))(params))
+
+
+def test_an_all_zero_prefix_is_dropped_and_the_step_has_no_mask_check():
+  batch = _decoder_batch()
+  out = tasks.without_empty_prefix(batch)
+  assert set(out) == set(batch) - {'decoder_causal_attention'}
+  assert 'cond[' in _loss_jaxpr(batch)  # blocked attention checks the mask at run time
+  assert 'cond[' not in _loss_jaxpr(out)
+
+
+def test_a_prefix_batch_and_other_families_are_left_alone():
+  batch = _decoder_batch(prefix_len=5)
+  assert tasks.without_empty_prefix(batch) is batch
+  enc_dec = synthetic.make_batch('encoder_decoder', np.random.default_rng(0), 2,
+                                 {'inputs': 16, 'targets': 16}, 64)
+  assert tasks.without_empty_prefix(enc_dec) is enc_dec
