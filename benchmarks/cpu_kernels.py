@@ -2,12 +2,16 @@ r"""The CPU benchmark model's building blocks alone, jitted JAX against eager Py
 
   python benchmarks/cpu_kernels.py [--rows=4096] [--width=256] [--hidden=1024]
 
-Times LayerNorm, tanh-GELU and the MLP's first matmul ([rows, width] x [width, hidden]),
-forward and forward + backward, at the shapes of gin_configs/runs/bench_gpt2_cpu.gin (batch
-16 x context 256 = 4096 rows), so a gap in benchmarks/train_step.py --torch can be traced
-to the kernels or to what lies between them.
+Times LayerNorm, tanh-GELU, the MLP's first matmul ([rows, width] x [width, hidden]) and
+causal self-attention (the model's `blocked_attention` on a causal mask known at trace
+time, against `scaled_dot_product_attention(is_causal=True)`), forward and forward +
+backward, at the shapes of gin_configs/runs/bench_gpt2_cpu.gin (batch 16 x context 256 =
+4096 rows, 4 heads of 64), so a gap in benchmarks/train_step.py --torch can be traced to the
+kernels or to what lies between them. Medians of --repeats calls; every JAX case runs
+before every torch one (each framework's idle threads spin while the other works).
 """
 import os
+import statistics
 import sys
 import time
 
@@ -19,19 +23,27 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _ROWS = flags.DEFINE_integer('rows', 4096, 'Rows (tokens).')
 _WIDTH = flags.DEFINE_integer('width', 256, 'Model width.')
 _HIDDEN = flags.DEFINE_integer('hidden', 1024, 'MLP hidden width.')
+_CONTEXT = flags.DEFINE_integer('context', 256, 'Attention: rows per sequence.')
+_HEADS = flags.DEFINE_integer('heads', 4, 'Attention heads (width / heads per head).')
 _REPEATS = flags.DEFINE_integer('repeats', 20, 'Timed calls.')
 
 
 def _time(fn, repeats: int) -> float:
+  """Median milliseconds per call after two warm-up calls."""
   fn()
-  start = time.perf_counter()
+  fn()
+  times = []
   for _ in range(repeats):
+    start = time.perf_counter()
     fn()
-  return 1e3 * (time.perf_counter() - start) / repeats
+    times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times)
 
 
 def main(argv):
   del argv
+  from research.parallel import host
+  host.tune_allocator()  # as in the trainer: XLA's temporaries stay mapped
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
@@ -48,25 +60,44 @@ def main(argv):
   norm_params = norm.init(jax.random.PRNGKey(0), x)
   xt, ht, wt = (torch.tensor(a, requires_grad=True) for a in (x, h, w))
   torch_norm = torch.nn.LayerNorm(width, eps=1e-5)
+  from research.models import attention
+  context, heads = _CONTEXT.value, _HEADS.value
+  qkv = [rng.standard_normal((rows // context, context, heads, width // heads), np.float32)
+         for _ in range(3)]
+  causal = np.tril(np.ones((context, context), bool))[None, None].repeat(rows // context, 0)
+  scale = (width // heads) ** -0.5
 
-  # name: (jax function of its differentiated inputs, those inputs, torch forward); the
-  # backward of each is driven by sum(output * input) (sum(output) for the matmul).
+  def blocked(q, k, v, mask):  # the mask an input, as in the model (not a constant)
+    return attention.blocked_attention(q, k, v, mask, None, scale, lower_triangular=True)
+  qkv_t = [torch.tensor(a.transpose(0, 2, 1, 3).copy(), requires_grad=True) for a in qkv]
+
+  # name: (jax function, its inputs, torch forward); the backward of each is driven by
+  # sum(output * an input), so that no framework can simplify it away (the gradient of a
+  # plain sum(x @ w) needs no matmul); inputs other than float arrays are not differentiated.
   cases = [
       ('layernorm', lambda p, x: norm.apply(p, x) * x, (norm_params, x),
        lambda: torch_norm(xt) * xt),
       ('gelu (tanh)', lambda h: jax.nn.gelu(h, approximate=True) * h, (h,),
        lambda: F.gelu(ht, approximate='tanh') * ht),
-      (f'matmul {rows}x{width}x{hidden}', lambda x, w: x @ w, (x, w), lambda: xt @ wt),
+      (f'matmul {rows}x{width}x{hidden}', lambda x, w, h: (x @ w) * h, (x, w, h),
+       lambda: (xt @ wt) * ht),
+      (f'causal attention {context}', lambda q, k, v, m: blocked(q, k, v, m) * q,
+       (*qkv, causal),
+       lambda: F.scaled_dot_product_attention(*qkv_t, is_causal=True) * qkv_t[0]),
   ]
-  print(f'{"op":<24} {"jax fwd":>9} {"torch fwd":>9} {"jax f+b":>9} {"torch f+b":>9}  (ms)')
-  for name, fn, args, torch_fn in cases:
+  jax_ms = {}
+  for name, fn, args, _ in cases:
     fwd = jax.jit(fn)
-    fwd_bwd = jax.jit(jax.grad(lambda *a, fn=fn: jnp.sum(fn(*a)), argnums=tuple(range(len(args)))))
-    jax_fwd = _time(lambda: jax.block_until_ready(fwd(*args)), _REPEATS.value)
-    jax_fb = _time(lambda: jax.block_until_ready(fwd_bwd(*args)), _REPEATS.value)
+    diff = tuple(i for i, a in enumerate(args) if not hasattr(a, 'dtype') or a.dtype != bool)
+    fwd_bwd = jax.jit(jax.grad(lambda *a, fn=fn: jnp.sum(fn(*a)), argnums=diff))
+    jax_ms[name] = (_time(lambda: jax.block_until_ready(fwd(*args)), _REPEATS.value),
+                    _time(lambda: jax.block_until_ready(fwd_bwd(*args)), _REPEATS.value))
+  print(f'{"op":<24} {"jax fwd":>9} {"torch fwd":>9} {"jax f+b":>9} {"torch f+b":>9}  (ms)')
+  for name, _, _, torch_fn in cases:
     with torch.no_grad():
       torch_fwd = _time(torch_fn, _REPEATS.value)
     torch_fb = _time(lambda: torch_fn().sum().backward(), _REPEATS.value)
+    jax_fwd, jax_fb = jax_ms[name]
     print(f'{name:<24} {jax_fwd:9.2f} {torch_fwd:9.2f} {jax_fb:9.2f} {torch_fb:9.2f}')
   print(f'matmul: {2 * rows * width * hidden / 1e9:.2f} GFLOP forward')
 
