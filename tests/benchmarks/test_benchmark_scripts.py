@@ -40,3 +40,10 @@ def test_attention_check_passes_on_cpu():
   for kind in ('causal', 'packed_causal', 'bidirectional', 'prefix_lm'):
     assert re.search(rf'^{kind}\s+cudnn\s', out, re.M)
   assert 'FAIL' not in out
+
+
+def test_cpu_kernels_times_every_kernel_in_both_frameworks():
+  out = _run('cpu_kernels.py', '--rows=512', '--width=64', '--hidden=128', '--context=64',
+             '--heads=4', '--repeats=2')
+  for kernel in ('layernorm', r'gelu \(tanh\)', 'matmul 512x64x128', 'causal attention 64'):
+    assert re.search(rf'^{kernel}(\s+[\d.]+){{4}}$', out, re.M), out
