@@ -1,6 +1,7 @@
 r"""Tokens/s and MFU of the jitted train step for a run's gin config (synthetic batches).
 
   python benchmarks/train_step.py --gin_file=gin_configs/runs/bench_gpt2_cpu.gin [--torch]
+      [--compare_bindings="TransformerConfig.norm = 'rmsnorm'"]
 
 Builds the model, optimizer and sharded state exactly as the trainer does, compiles the
 step once, then times --steps steps after --warmup and reports the median step. MFU is model FLOPs (Chinchilla
@@ -27,6 +28,12 @@ _TORCH = flags.DEFINE_bool('torch', False, 'Also time an eager PyTorch step.')
 _ONE_SEGMENT = flags.DEFINE_bool(
     'one_segment', False, 'One sequence per row instead of the synthetic batch\'s two '
     'packed ones (a purely causal mask: what cuDNN\'s causal kernel needs to skip the bias).')
+_COMPARE = flags.DEFINE_multi_string(
+    'compare_bindings', [], 'Gin bindings of a variant (e.g. "TransformerConfig.norm = '
+    '\'rmsnorm\'"): its step and the base step are built in this process and timed in '
+    'turns, step by step, and the ratio printed. One XLA thread pool serves both, so '
+    'taking turns costs nothing, and the VM\'s drift (10% within minutes) cancels: '
+    'repeated comparisons agree to about 1%.')
 _PHASES = flags.DEFINE_bool(
     'phases', False, 'Also time the forward loss alone and forward + backward without the '
     'optimizer (both frameworks with --torch), to see which phase a gap comes from.')
@@ -191,6 +198,21 @@ def bench_torch(cfg, batch_size, length):
   return one, result
 
 
+def compare_in_turns(steps: dict, count: int, warmup: int) -> dict:
+  """{name: median seconds} of synchronized step functions called in turns (the order
+  alternating every round), after `warmup` rounds."""
+  for _ in range(warmup):
+    for one in steps.values():
+      one()
+  times = {name: [] for name in steps}
+  for round_ in range(count):
+    for name in (list(steps) if round_ % 2 == 0 else list(steps)[::-1]):
+      start = time.perf_counter()
+      steps[name]()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
 def _print_phases(name: str, result: dict) -> None:
   if result['phase_ms']:
     print(f'{name:<6}: ' + ', '.join(f'{k} {v:.1f} ms' for k, v in result['phase_ms'].items())
@@ -221,6 +243,21 @@ def main(argv):
   # One after the other, not in turns: taking turns, each framework's idle threads (XLA's
   # pool, torch's OpenMP team) still spin while the other runs, and both slow down.
   seconds = {name: _time(one, _STEPS.value, _WARMUP.value) for name, (one, _) in steps.items()}
+  if _COMPARE.value:
+    with gin.unlock_config():
+      gin.parse_config(_COMPARE.value)
+    variant_cfg = models.TransformerConfig()
+    variant_batch = gin.query_parameter('%BATCH_SIZE')
+    variant_lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
+    variant = build_jax_step(variant_cfg, variant_batch, variant_lengths)[0]
+    pair = compare_in_turns({'base': steps['jax'][0], 'variant': variant}, _STEPS.value,
+                            max(_WARMUP.value, 1))
+    tokens = {'base': batch_size * sum(lengths.values()),
+              'variant': variant_batch * sum(variant_lengths.values())}
+    compared = (f'compare (in turns, median of {_STEPS.value} steps each): base '
+                f'{1e3 * pair["base"]:.1f} ms/step, with {"; ".join(_COMPARE.value)} '
+                f'{1e3 * pair["variant"]:.1f} ms/step; tokens/s variant / base = '
+                f'{tokens["variant"] / pair["variant"] / (tokens["base"] / pair["base"]):.3f}')
   result = steps['jax'][1](seconds['jax'])
   print(f'jax   : {result["tokens_per_s"]:,.0f} tokens/s  {result["step_ms"]:.1f} ms/step  '
         f'MFU {100 * result["mfu"]:.1f}% of {result["peak_flops"] / 1e12:.3g} TFLOP/s/device '
@@ -230,6 +267,8 @@ def main(argv):
   _print_phases('jax', result)
   if result['peak_memory_gib']:
     print(f'peak device memory: {result["peak_memory_gib"]:.1f} GiB')
+  if _COMPARE.value:
+    print(compared)
   if _TORCH.value:
     t = steps['torch'][1](seconds['torch'])
     print(f'torch : {t["tokens_per_s"]:,.0f} tokens/s  {t["step_ms"]:.1f} ms/step  '

@@ -47,3 +47,20 @@ def test_cpu_kernels_times_every_kernel_in_both_frameworks():
              '--heads=4', '--repeats=2')
   for kernel in ('layernorm', r'gelu \(tanh\)', 'matmul 512x64x128', 'causal attention 64'):
     assert re.search(rf'^{kernel}(\s+[\d.]+){{4}}$', out, re.M), out
+
+
+def test_train_step_compares_a_variant_in_turns():
+  out = _run('train_step.py', '--gin_file=gin_configs/runs/bench_gpt2_cpu.gin',
+             '--gin_bindings=TransformerConfig.num_layers = 1',
+             '--gin_bindings=TransformerConfig.d_model = 32',
+             "--gin_bindings=TASK_FEATURE_LENGTHS = {'targets': 32}",
+             '--gin_bindings=BATCH_SIZE = 2', '--steps=2', '--warmup=0',
+             "--compare_bindings=TransformerConfig.activation = 'relu'",
+             '--compare_bindings=BATCH_SIZE = 4')
+  m = re.search(r"^compare \(in turns, median of 2 steps each\): base ([\d.]+) ms/step, with "
+                r"TransformerConfig.activation = 'relu'; BATCH_SIZE = 4 ([\d.]+) ms/step; "
+                r"tokens/s variant / base = ([\d.]+)$", out, re.M)
+  assert m, out
+  base, variant, ratio = map(float, m.groups())
+  # Twice the tokens per step; the printed milliseconds are rounded to 0.1 (steps of ~2 ms).
+  assert abs(ratio - 2 * base / variant) < 0.1 * ratio
