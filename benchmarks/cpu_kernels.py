@@ -73,7 +73,7 @@ def main(argv):
 
   # name: (jax function, its inputs, torch forward); the backward of each is driven by
   # sum(output * an input), so that no framework can simplify it away (the gradient of a
-  # plain sum(x @ w) needs no matmul); inputs other than float arrays are not differentiated.
+  # plain sum(x @ w) needs no matmul); boolean inputs (the mask) are not differentiated.
   cases = [
       ('layernorm', lambda p, x: norm.apply(p, x) * x, (norm_params, x),
        lambda: torch_norm(xt) * xt),

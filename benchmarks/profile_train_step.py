@@ -99,16 +99,18 @@ def xspace_op_times(space) -> tuple[collections.Counter, collections.Counter]:
           starts[name].append((at, event.duration_ps))
           events[name] += event.duration_ps
     for name, occurrences in starts.items():
-      marks = iter(sorted(ends.get(name, ())))
-      mark = next(marks, None)
-      for start, duration in sorted(occurrences):
-        while mark is not None and mark < start:
-          mark = next(marks, None)
-        if mark is None:
-          break
-        if mark - start > duration + _ASYNC_PS:
-          spans[name] += mark - start
-        mark = next(marks, None)
+      # Each completion marker closes the latest open start before it, so a missing marker
+      # leaves one start without a span instead of shifting every later pairing.
+      timeline = sorted([(at, 1, duration) for at, duration in occurrences]
+                        + [(at, 0, 0) for at in ends.get(name, ())])
+      open_starts = []
+      for at, is_start, duration in timeline:
+        if is_start:
+          open_starts.append((at, duration))
+        elif open_starts:
+          start, duration = open_starts.pop()
+          if at - start > duration + _ASYNC_PS:
+            spans[name] += at - start
   return events, spans
 
 
@@ -140,8 +142,10 @@ def main(argv):
   per_step = {op: ps / 1e9 / _STEPS.value for op, ps in times.items() if op in names}
   groups = collections.Counter()
   for op, ms in per_step.items():
-    # A weight gradient's dot is named after the transpose JAX took of the forward dot.
-    kind = 'matmul' if 'dot_general' in names[op] or op.startswith('dot') else 'other'
+    # A weight gradient's dot (HLO `dot.N`) carries the op_name of the transpose JAX took
+    # of the forward dot_general ('.../mlp/wi/transpose').
+    is_dot = 'dot_general' in names[op] or re.fullmatch(r'dot(\.\d+)?', op)
+    kind = 'matmul' if is_dot else 'other'
     groups[(component(names[op]), kind)] += ms
   total = sum(per_step.values())
   print(f'{total:.0f} ms of XLA ops per step ({jax.devices()[0].device_kind}, '

@@ -4,11 +4,12 @@ r"""Tokens/s and MFU of the jitted train step for a run's gin config (synthetic 
       [--compare_bindings="TransformerConfig.norm = 'rmsnorm'"]
 
 Builds the model, optimizer and sharded state exactly as the trainer does, compiles the
-step once, then times --steps steps after --warmup and reports the median step. MFU is model FLOPs (Chinchilla
-convention) per second over the device peak (a table for GPUs/TPUs; on CPU, measured fp32
-matmul throughput, or `peak_flops_per_device.override`). --torch also times an eager
-PyTorch step of the same GPT-2-style decoder (LayerNorm, GELU MLP, learned positions, tied
-embeddings, AdamW) on the same batch shape.
+step once, then times --steps steps after --warmup and reports the median step. MFU is
+model FLOPs (Chinchilla convention) per second over the device peak (a table for GPUs/TPUs;
+on CPU, measured fp32 matmul throughput, or `peak_flops_per_device.override`). --torch also
+times an eager PyTorch step of the same GPT-2-style decoder (LayerNorm, GELU MLP, learned
+positions, tied embeddings, AdamW) on the same batch shape. --compare_bindings times a
+variant against the base step in turns (see the flag).
 """
 import os
 import statistics
@@ -98,7 +99,8 @@ def build_jax_step(cfg, batch_size, lengths):
   compile_s = time.perf_counter() - start
 
   def loss(params, batch):  # the batch is an argument: a closed-over one is a constant
-    loss_sum, _ = step_lib._loss_sums(module, cfg.family, cfg.z_loss, params, batch,  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    loss_sum, _ = step_lib._loss_sums(module, cfg.family, cfg.z_loss, params, batch,
                                       jax.random.PRNGKey(0), deterministic=True)
     return loss_sum
   phases = {}
@@ -227,7 +229,7 @@ def main(argv):
   host.tune_allocator()  # before JAX or torch allocate: both run under the same allocator
   import gin
   from research import models
-  from research.train import sources, trainer  # pylint: disable=unused-import
+  from research.train import sources, tasks, trainer  # pylint: disable=unused-import
   gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value)
   cfg = models.TransformerConfig()
   batch_size = gin.query_parameter('%BATCH_SIZE')
@@ -247,16 +249,16 @@ def main(argv):
     with gin.unlock_config():
       gin.parse_config(_COMPARE.value)
     variant_cfg = models.TransformerConfig()
-    variant_batch = gin.query_parameter('%BATCH_SIZE')
-    variant_lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
-    variant = build_jax_step(variant_cfg, variant_batch, variant_lengths)[0]
+    variant, _, variant_batch, _, _ = build_jax_step(
+        variant_cfg, gin.query_parameter('%BATCH_SIZE'),
+        dict(gin.query_parameter('%TASK_FEATURE_LENGTHS')))
     pair = compare_in_turns({'base': steps['jax'][0], 'variant': variant}, _STEPS.value,
                             max(_WARMUP.value, 1))
-    tokens = {'base': batch_size * sum(lengths.values()),
-              'variant': variant_batch * sum(variant_lengths.values())}
+    tokens = {'base': steps['jax'][1](1.0)['tokens_per_s'],  # tokens per step, as printed
+              'variant': tasks.tokens_per_batch(variant_cfg.family, variant_batch)}
     compared = (f'compare (in turns, median of {_STEPS.value} steps each): base '
-                f'{1e3 * pair["base"]:.1f} ms/step, with {"; ".join(_COMPARE.value)} '
-                f'{1e3 * pair["variant"]:.1f} ms/step; tokens/s variant / base = '
+                f'{1e3 * pair["base"]:.2f} ms/step, with {"; ".join(_COMPARE.value)} '
+                f'{1e3 * pair["variant"]:.2f} ms/step; tokens/s variant / base = '
                 f'{tokens["variant"] / pair["variant"] / (tokens["base"] / pair["base"]):.3f}')
   result = steps['jax'][1](seconds['jax'])
   print(f'jax   : {result["tokens_per_s"]:,.0f} tokens/s  {result["step_ms"]:.1f} ms/step  '

@@ -16,3 +16,15 @@ if _FLAG not in os.environ.get('XLA_FLAGS', ''):
 from research.parallel import host  # noqa: E402  (after XLA_FLAGS)
 
 host.tune_allocator()
+
+
+import gin  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _gin_cleared_after_each_test():
+  """A test's gin bindings (the trainer tests bind a tiny TransformerConfig) must not leak
+  into the next test: tests/models/test_attention.py failed after tests/train had run."""
+  yield
+  gin.clear_config()

@@ -5,6 +5,7 @@ file and renamed. metrics.jsonl is appended one complete line per write (a renam
 would be quadratic); on resume, lines past the restored step and any torn last line are
 dropped, so the file always reads as one uninterrupted run.
 """
+import functools
 import json
 import math
 import os
@@ -73,13 +74,20 @@ def measure_cpu_peak_flops(size: int = 1024, repeats: int = 10) -> float:
 @gin.configurable
 def peak_flops_per_device(device_kind: Optional[str] = None,
                           override: Optional[float] = None) -> float:
-  """Peak FLOP/s of one device: `override` if given, else the table, else measured (CPU)."""
+  """Peak FLOP/s of one device: `override` if given, else the table, else measured (CPU,
+  once per process)."""
   if override:
     return float(override)
   kind = device_kind or jax.devices()[0].device_kind
   for name, flops in PEAK_FLOPS_PER_DEVICE:
     if name.lower() in kind.lower():
       return flops
+  return _measured_cpu_peak_flops()
+
+
+@functools.cache
+def _measured_cpu_peak_flops() -> float:
+  """`measure_cpu_peak_flops()` once per process (every train() asks; about 0.1 s)."""
   return measure_cpu_peak_flops()
 
 

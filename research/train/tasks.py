@@ -45,12 +45,13 @@ def without_empty_prefix(batch: dict) -> dict:
 
   DESIGN.md's decoder batches always carry the feature, all zeros for a causal LM. Given
   an array, the model must check at run time whether any prefix lets attention look above
-  the diagonal (a `lax.cond` per layer in blocked attention, about 10% of the attention's
+  the diagonal (a `lax.cond` per layer in blocked attention, 10-15% of the attention's
   forward + backward at the CPU benchmark's shape); without it, it knows at trace time
-  (`lower_triangular`). Called on the host before every step: a batch with a prefix keeps
-  it, and the step compiles once per kind of batch seen. In a multi-process run every
-  process must compile the same program, so the feature stays (each host sees only its
-  own rows)."""
+  (`lower_triangular`). Called on the host before every train and eval step: a batch with
+  a prefix keeps it, so a run whose batches only sometimes have one compiles a second step
+  when the first such batch comes (that window's tokens/s and MFU include the compile).
+  In a multi-process run every process must compile the same program, so the feature
+  stays (each host sees only its own rows)."""
   prefix = batch.get('decoder_causal_attention')
   if prefix is None or np.any(prefix) or jax.process_count() > 1:
     return batch

@@ -62,5 +62,6 @@ def test_train_step_compares_a_variant_in_turns():
                 r"tokens/s variant / base = ([\d.]+)$", out, re.M)
   assert m, out
   base, variant, ratio = map(float, m.groups())
-  # Twice the tokens per step; the printed milliseconds are rounded to 0.1 (steps of ~2 ms).
-  assert abs(ratio - 2 * base / variant) < 0.1 * ratio
+  # The variant's step has twice the tokens (its batch binding took effect); milliseconds
+  # are printed to 0.01.
+  assert abs(ratio - 2 * base / variant) < 0.02 * ratio

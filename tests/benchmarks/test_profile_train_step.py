@@ -12,13 +12,13 @@ MS = 10**9  # picoseconds
 
 
 def _space(lines):
-  """lines: {line name: [(event name, offset_ps, duration_ps)]} on one plane."""
+  """lines: {line name: (line timestamp in ns, [(event name, offset_ps, duration_ps)])}."""
   space = xplane_pb2.XSpace()
   plane = space.planes.add()
   ids = {}
-  for name, events in lines.items():
+  for name, (timestamp_ns, events) in lines.items():
     line = plane.lines.add()
-    line.name, line.timestamp_ns = name, 1000
+    line.name, line.timestamp_ns = name, timestamp_ns
     for event_name, offset, duration in events:
       if event_name not in ids:
         ids[event_name] = len(ids) + 1
@@ -30,14 +30,15 @@ def _space(lines):
 
 def test_async_ops_get_their_span_to_completion():
   # Two traced steps. dot.1 (an async Eigen dot) is dispatched in 1 ns and completes on
-  # the other thread 10 ms / 5 ms later; add.2 is synchronous; runtime spans are dropped.
+  # the other thread, whose line starts 1 ms later, 10 ms / 5 ms after its start; add.2 is
+  # synchronous; runtime spans and the python line are dropped.
   space = _space({
-      'worker_a': [('ThunkExecutor::Execute', 0, MS * 40), ('dot.1', 0, 1_000),
-                   ('add.2', MS * 2, 500), ('end: add.2', MS * 2 + 500, 0),
-                   ('dot.1', MS * 20, 1_000), ('add.2', MS * 22, 700),
-                   ('end: add.2', MS * 22 + 700, 0)],
-      'worker_b': [('end: dot.1', MS * 10, 0), ('end: dot.1', MS * 25, 0)],
-      'python': [('dot.1', 0, MS * 99)],
+      'worker_a': (0, [('ThunkExecutor::Execute', 0, MS * 40), ('dot.1', 0, 1_000),
+                       ('add.2', MS * 2, 500), ('end: add.2', MS * 2 + 500, 0),
+                       ('dot.1', MS * 20, 1_000), ('add.2', MS * 22, 700),
+                       ('end: add.2', MS * 22 + 700, 0)]),
+      'worker_b': (1_000_000, [('end: dot.1', MS * 9, 0), ('end: dot.1', MS * 24, 0)]),
+      'python': (0, [('dot.1', 0, MS * 99)]),
   })
   times, spans = profile_train_step.xspace_op_times(space)
   assert times['dot.1'] == 2_000 and spans['dot.1'] == MS * 15
@@ -45,7 +46,24 @@ def test_async_ops_get_their_span_to_completion():
   assert 'ThunkExecutor::Execute' not in times and 'end: dot.1' not in times
 
 
+def test_a_missing_marker_does_not_shift_later_pairings():
+  # add.2 runs in three steps; the first step's completion marker is missing. Paired in
+  # order, each start would take the next step's marker and look asynchronous.
+  events = []
+  for step in range(3):
+    events.append(('add.2', MS * 20 * step, 500))
+    if step:
+      events.append(('end: add.2', MS * 20 * step + 500, 0))
+  events.append(('dot.3', MS * 70, 1_000))
+  events.append(('dot.3', MS * 71, 1_000))  # the same op on another device: ends first
+  events.append(('end: dot.3', MS * 72, 0))
+  events.append(('end: dot.3', MS * 80, 0))
+  times, spans = profile_train_step.xspace_op_times(_space({'worker': (0, events)}))
+  assert times['add.2'] == 1_500 and 'add.2' not in spans
+  assert spans['dot.3'] == MS * (80 - 70) + MS * (72 - 71)
+
+
 def test_without_markers_the_event_duration_counts():
-  space = _space({'worker': [('fusion.3', 0, 2_000), ('fusion.3', 5_000, 3_000)]})
+  space = _space({'worker': (0, [('fusion.3', 0, 2_000), ('fusion.3', 5_000, 3_000)])})
   times, spans = profile_train_step.xspace_op_times(space)
   assert times['fusion.3'] == 5_000 and not spans

@@ -4,8 +4,10 @@ import jax
 import numpy as np
 
 from research import models
+from research.models import attention
 from research.train import step as step_lib
-from research.train import synthetic, tasks
+from research.train import synthetic, tasks, trainer
+from tests.train import helpers
 
 
 def _decoder_batch(prefix_len: int = 0):
@@ -39,3 +41,23 @@ def test_a_prefix_batch_and_other_families_are_left_alone():
   enc_dec = synthetic.make_batch('encoder_decoder', np.random.default_rng(0), 2,
                                  {'inputs': 16, 'targets': 16}, 64)
   assert tasks.without_empty_prefix(enc_dec) is enc_dec
+
+
+def test_multi_process_runs_keep_the_feature(monkeypatch):
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  batch = _decoder_batch()
+  assert tasks.without_empty_prefix(batch) is batch
+
+
+def test_the_trainer_steps_and_evaluates_a_causal_lm_on_the_lower_triangular_path(
+    tmp_path, monkeypatch):
+  seen = []
+  blocked = attention.ATTENTION_IMPLS['blocked']
+
+  def spy(*args, lower_triangular=False):
+    seen.append(lower_triangular)
+    return blocked(*args, lower_triangular=lower_triangular)
+  monkeypatch.setitem(attention.ATTENTION_IMPLS, 'blocked', spy)
+  helpers.configure('decoder', steps=2, extra='trainer.train.eval_every = 2')
+  trainer.train(str(tmp_path))
+  assert len(seen) >= 2 and all(seen)  # the train step's trace and the eval step's
