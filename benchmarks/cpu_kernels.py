@@ -9,6 +9,12 @@ backward, at the shapes of gin_configs/runs/bench_gpt2_cpu.gin (batch 16 x conte
 4096 rows, 4 heads of 64), so a gap in benchmarks/train_step.py --torch can be traced to the
 kernels or to what lies between them. Medians of --repeats calls; every JAX case runs
 before every torch one (each framework's idle threads spin while the other works).
+
+A second table times the three products of each of the model's dense layers on their own:
+forward x @ w, input gradient dy @ w^T and weight gradient x^T @ dy (XLA:CPU gives a dot
+to YNNPACK only when its left operand is row-major and contracted on its last dimension,
+xla/backends/cpu/ynn_support.cc, so the weight gradient, which contracts the rows of
+both, is an Eigen dot).
 """
 import os
 import statistics
@@ -100,6 +106,23 @@ def main(argv):
     jax_fwd, jax_fb = jax_ms[name]
     print(f'{name:<24} {jax_fwd:9.2f} {torch_fwd:9.2f} {jax_fb:9.2f} {torch_fb:9.2f}')
   print(f'matmul: {2 * rows * width * hidden / 1e9:.2f} GFLOP forward')
+
+  # The dense layers' three products (jax, then torch), at the model's shapes: q/k/v
+  # (width -> 3 width), attention output, MLP in and out.
+  dense = [(width, 3 * width), (width, width), (width, hidden), (hidden, width)]
+  products = {'x @ w': lambda x, w, dy: x @ w, 'dy @ w^T': lambda x, w, dy: dy @ w.T,
+              'x^T @ dy': lambda x, w, dy: x.T @ dy}
+  arrays = [tuple(rng.standard_normal(s, np.float32) for s in ((rows, i), (i, o), (rows, o)))
+            for i, o in dense]
+  jax_dots = [[_time(lambda f=jax.jit(f), a=a: jax.block_until_ready(f(*a)), _REPEATS.value)
+               for f in products.values()] for a in arrays]
+  print(f'{"dense layer":<24} ' + ' '.join(f'{p:>19}' for p in products) + '  (ms, jax / torch)')
+  for (i, o), a, jax_row in zip(dense, arrays, jax_dots):
+    with torch.no_grad():
+      t = [torch.tensor(v) for v in a]
+      torch_row = [_time(lambda f=f: f(*t), _REPEATS.value) for f in products.values()]
+    print(f'{f"{rows}x{i} -> {o}":<24} ' + ' '.join(
+        f'{j:9.2f} / {k:7.2f}' for j, k in zip(jax_row, torch_row)))
 
 
 if __name__ == '__main__':
