@@ -13,6 +13,13 @@ concurrently, so read them as shares of the work, not as wall time (the README's
 XLA:CPU runs asynchronously (the Eigen dots of weight gradients, conditionals) show only
 their dispatch there; a last list gives their spans from start to completion, which
 overlap other ops.
+
+  python benchmarks/profile_train_step.py --gin_file=gin_configs/runs/bench_gpt2_cpu.gin --torch
+
+also profiles the eager PyTorch step of benchmarks/train_step.py --torch with
+`torch.profiler` and prints its milliseconds per step by kind of op (each aten op's self
+time on the calling thread, which for torch's intra-op-parallel kernels is their wall
+time), so the two steps' budgets can be set side by side.
 """
 import collections
 import glob
@@ -114,6 +121,45 @@ def xspace_op_times(space) -> tuple[collections.Counter, collections.Counter]:
   return events, spans
 
 
+# torch op name -> kind, first match wins (aten names; autograd wrappers have no self time).
+_TORCH_KINDS = (
+    ('matmul', r'aten::(mm|addmm|bmm|matmul|linear)$'),
+    ('attention', r'scaled_dot_product|flash_attention'),
+    ('norm', r'layer_norm'),
+    ('activation', r'gelu|relu|silu|tanh'),
+    ('loss', r'softmax|nll_loss|cross_entropy'),
+    ('embedding', r'embedding|index_select'),
+    ('optimizer and clipping', r'Optimizer\.|lerp|addcdiv|addcmul|_foreach|sqrt|vector_norm'),
+    ('copies and fills', r'aten::(copy_|cat|fill_|zero_|zeros|clone|contiguous|_to_copy)$'),
+    ('elementwise and sums', r'aten::(add|mul|div|sub|sum)_?$'),  # residuals, bias grads, AdamW
+)
+
+
+def torch_kind(name: str) -> str:
+  for kind, pattern in _TORCH_KINDS:
+    if re.search(pattern, name):
+      return kind
+  return 'other'
+
+
+def profile_torch(cfg, batch_size: int, length: int, steps: int) -> dict:
+  """{kind: self milliseconds per step} of the eager torch step, over `steps` steps."""
+  from torch import profiler as torch_profiler  # pylint: disable=g-import-not-at-top
+  one, _ = train_step.bench_torch(cfg, batch_size, length)
+  one()
+  one()
+  with torch_profiler.profile(activities=[torch_profiler.ProfilerActivity.CPU]) as prof:
+    for _ in range(steps):
+      one()
+  kinds = collections.Counter()
+  for event in prof.key_averages():
+    if event.key.startswith('Optimizer.step'):  # a scope: its ops are counted by kind
+      kinds['(of all these: inside Optimizer.step)'] = event.cpu_time_total / 1e3 / steps
+    else:
+      kinds[torch_kind(event.key)] += event.self_cpu_time_total / 1e3 / steps
+  return kinds
+
+
 def main(argv):
   del argv
   from absl import logging
@@ -162,6 +208,13 @@ def main(argv):
           'start to completion (overlapping other ops) they took:')
     for op, ms in sorted(async_ms.items(), key=lambda kv: -kv[1])[:_TOP.value]:
       print(f'{ms:8.1f} ms  {op:28s} {names[op][-90:]}')
+  if train_step._TORCH.value:  # pylint: disable=protected-access (train_step's --torch)
+    kinds = profile_torch(cfg, batch_size, lengths['targets'], _STEPS.value)
+    total = sum(ms for kind, ms in kinds.items() if not kind.startswith('('))
+    print(f'\neager torch step: {total:.0f} ms of op self time per step '
+          f'({_STEPS.value} profiled steps)')
+    for kind, ms in kinds.most_common():
+      print(f'{kind:38s} {ms:8.1f} {100 * ms / total:5.1f}%')
 
 
 if __name__ == '__main__':

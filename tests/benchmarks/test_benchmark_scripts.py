@@ -67,3 +67,21 @@ def test_train_step_compares_a_variant_in_turns():
   # The variant's step has twice the tokens (its batch binding took effect); milliseconds
   # are printed to 0.01.
   assert abs(ratio - 2 * base / variant) < 0.02 * ratio
+
+
+def test_profile_train_step_breaks_down_both_frameworks_steps():
+  """The JAX step by model component and, with --torch, the eager torch step by kind of op:
+  on the GPT-2 CPU config, shrunk, the torch step's matmuls and attention are there and the
+  shares add up to 100%."""
+  out = _run('profile_train_step.py', '--gin_file=gin_configs/runs/bench_gpt2_cpu.gin',
+             '--gin_bindings=TransformerConfig.num_layers = 1',
+             '--gin_bindings=TransformerConfig.d_model = 64',
+             '--gin_bindings=TransformerConfig.d_ff = 128',
+             "--gin_bindings=TASK_FEATURE_LENGTHS = {'targets': 64}",
+             '--gin_bindings=BATCH_SIZE = 2', '--trace_steps=2', '--top=3', '--torch')
+  assert re.search(r'^mlp/wi +matmul +[\d.]+', out, re.M), out
+  torch_part = out[out.index('eager torch step'):]
+  shares = {m.group(1).strip(): float(m.group(3)) for m in re.finditer(
+      r'^([a-z][a-z ]+?) +([\d.]+) +([\d.]+)%$', torch_part, re.M)}
+  assert {'matmul', 'attention', 'norm', 'activation'} <= set(shares), torch_part
+  assert abs(sum(shares.values()) - 100) < 0.5, shares

@@ -67,3 +67,17 @@ def test_without_markers_the_event_duration_counts():
   space = _space({'worker': (0, [('fusion.3', 0, 2_000), ('fusion.3', 5_000, 3_000)])})
   times, spans = profile_train_step.xspace_op_times(space)
   assert times['fusion.3'] == 5_000 and not spans
+
+
+def test_torch_ops_fall_into_the_kinds_of_the_breakdown():
+  kinds = {name: profile_train_step.torch_kind(name) for name in (
+      'aten::mm', 'aten::addmm', 'aten::_scaled_dot_product_flash_attention_for_cpu',
+      'aten::native_layer_norm_backward', 'aten::gelu_backward', 'aten::_log_softmax',
+      'aten::lerp_', 'aten::copy_', 'aten::add_', 'aten::sum', 'aten::view')}
+  assert kinds == {
+      'aten::mm': 'matmul', 'aten::addmm': 'matmul',
+      'aten::_scaled_dot_product_flash_attention_for_cpu': 'attention',
+      'aten::native_layer_norm_backward': 'norm', 'aten::gelu_backward': 'activation',
+      'aten::_log_softmax': 'loss', 'aten::lerp_': 'optimizer and clipping',
+      'aten::copy_': 'copies and fills', 'aten::add_': 'elementwise and sums',
+      'aten::sum': 'elementwise and sums', 'aten::view': 'other'}

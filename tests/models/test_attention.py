@@ -132,8 +132,8 @@ def test_blocked_attention_matches_einsum_values_and_gradients(length, prefix_at
 
 
 def test_blocked_attention_in_bfloat16_keeps_the_reference_gradients():
-  """bf16 inputs: outputs and gradients in bf16, dk and dv accumulated over the 4 query
-  blocks in fp32, within 2% of the fp32 reference's largest entry (bf16 inputs through the
+  """bf16 inputs: outputs and gradients in bf16, dk and dv summed over the 4 query blocks
+  in fp32, within 2% of the fp32 reference's largest entry (bf16 inputs through the
   einsum reference: 0.4-0.7%)."""
   q, k, v, mask, weight = _blocked_case(256)
   def loss(q, k, v, impl):
