@@ -133,6 +133,9 @@ def bench_jax(cfg, batch_size, lengths):
   return one, result
 
 
+OPTIMIZER_SCOPE = 'clip_and_optimizer_step'
+
+
 def bench_torch(cfg, batch_size, length):
   """Eager PyTorch GPT-2-style step; the comparison the issue's CPU target names."""
   import torch
@@ -179,8 +182,10 @@ def bench_torch(cfg, batch_size, length):
     loss = F.cross_entropy(model(idx).view(-1, cfg.vocab_size), tgt.view(-1))
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
+    # A named scope for benchmarks/profile_train_step.py --torch (microseconds a step).
+    with torch.profiler.record_function(OPTIMIZER_SCOPE):
+      torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+      opt.step()
   phase_ms = {}
   if _PHASES.value:
     def forward():

@@ -152,8 +152,9 @@ def _blocked_bwd(scale, blocks, residuals, d_out):
     # Fully masked (padding) rows have uniform p; the reference's gradient is 0 there.
     ds = jnp.where(mask[..., lo:hi, :k_hi], p * (dp - delta[..., lo:hi, None]) * scale, 0.)
     dq.append(jnp.einsum('bgrqk,bgkd->bgrqd', ds.astype(k.dtype), k[:, :, :k_hi]))
-    # Each block's product in the input dtype, summed in fp32 (XLA:CPU's Eigen dots have
-    # no bf16 x bf16 -> fp32).
+    # Each block's product in the input dtype, summed in fp32: XLA:CPU runs these
+    # transposed-operand dots as Eigen DotThunks, which have no bf16 x bf16 -> fp32 (the
+    # shrunk 350M config of tests/benchmarks/test_benchmark_scripts.py failed with it).
     dk_t = dk_t.at[..., :k_hi].add(jnp.einsum('bgrqd,bgrqk->bgdk', q[..., lo:hi, :],
                                               ds.astype(q.dtype)))
     dv_t = dv_t.at[..., :k_hi].add(jnp.einsum('bgrqd,bgrqk->bgdk', do, p.astype(do.dtype)))

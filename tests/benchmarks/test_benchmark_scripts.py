@@ -81,7 +81,9 @@ def test_profile_train_step_breaks_down_both_frameworks_steps():
              '--gin_bindings=BATCH_SIZE = 2', '--trace_steps=2', '--top=3', '--torch')
   assert re.search(r'^mlp/wi +matmul +[\d.]+', out, re.M), out
   torch_part = out[out.index('eager torch step'):]
+  assert '(2 profiled steps)' in torch_part
   shares = {m.group(1).strip(): float(m.group(3)) for m in re.finditer(
       r'^([a-z][a-z ]+?) +([\d.]+) +([\d.]+)%$', torch_part, re.M)}
-  assert {'matmul', 'attention', 'norm', 'activation'} <= set(shares), torch_part
-  assert abs(sum(shares.values()) - 100) < 0.5, shares
+  assert {'matmul', 'attention', 'norm', 'activation', 'optimizer and clipping'} <= set(
+      shares), torch_part
+  assert abs(sum(shares.values()) - 100) <= 0.6, shares

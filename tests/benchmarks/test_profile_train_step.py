@@ -70,14 +70,17 @@ def test_without_markers_the_event_duration_counts():
 
 
 def test_torch_ops_fall_into_the_kinds_of_the_breakdown():
-  kinds = {name: profile_train_step.torch_kind(name) for name in (
-      'aten::mm', 'aten::addmm', 'aten::_scaled_dot_product_flash_attention_for_cpu',
-      'aten::native_layer_norm_backward', 'aten::gelu_backward', 'aten::_log_softmax',
-      'aten::lerp_', 'aten::copy_', 'aten::add_', 'aten::sum', 'aten::view')}
-  assert kinds == {
+  names = {
       'aten::mm': 'matmul', 'aten::addmm': 'matmul',
       'aten::_scaled_dot_product_flash_attention_for_cpu': 'attention',
       'aten::native_layer_norm_backward': 'norm', 'aten::gelu_backward': 'activation',
-      'aten::_log_softmax': 'loss', 'aten::lerp_': 'optimizer and clipping',
-      'aten::copy_': 'copies and fills', 'aten::add_': 'elementwise and sums',
-      'aten::sum': 'elementwise and sums', 'aten::view': 'other'}
+      'aten::_log_softmax': 'loss', 'aten::embedding_dense_backward': 'embedding',
+      'Optimizer.zero_grad#AdamW.zero_grad': 'optimizer and clipping',
+      'aten::copy_': 'copies and fills', 'aten::cat': 'copies and fills',
+      'aten::add': 'elementwise and sums', 'aten::add_': 'elementwise and sums',
+      'aten::sum': 'elementwise and sums', 'aten::mul_': 'elementwise and sums',
+      'aten::sqrt': 'other', 'aten::view': 'other'}
+  assert {n: profile_train_step.torch_kind(n) for n in names} == names
+  # Inside the clipping and optimizer scope every op is the optimizer's, whatever its name.
+  for name in ('aten::mul_', 'aten::sqrt', 'aten::addcdiv_', 'aten::linalg_vector_norm'):
+    assert profile_train_step.torch_kind(name, in_optimizer=True) == 'optimizer and clipping'
