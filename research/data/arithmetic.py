@@ -203,6 +203,7 @@ def training_tokens(rng: np.random.Generator, k_shots: int, mul_fraction: float,
 
 class ArithmeticSource(Iterator[dict]):
   """Decoder-only batches of training examples; batch i is a pure function of (seed, i)."""
+  may_have_prefix = False  # causal LM rows: decoder_causal_attention is all zeros
 
   def __init__(self, batch_size: int, length: int, seed: int, shard_index: int = 0,
                k_shots: int = 2, mul_fraction: float = 0.1,

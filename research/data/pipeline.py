@@ -179,6 +179,13 @@ class Pipeline:
     batch, self._consumed_state = item
     return batch
 
+  @property
+  def may_have_prefix(self) -> bool:
+    """Whether a batch's `decoder_causal_attention` can be nonzero: only with a prefix-LM
+    converter (the trainer drops the feature in every batch otherwise). A converter
+    without a `prefix` flag is assumed to have one."""
+    return bool(getattr(self.converter, 'prefix', True))
+
   def get_state(self) -> dict:
     """JSON-serializable position after the last batch returned by __next__."""
     s = self._consumed_state

@@ -55,6 +55,7 @@ def make_batch(family: str, rng: np.random.Generator, batch_size: int,
 
 class SyntheticSource(Iterator[dict]):
   """Infinite iterator of synthetic batches with get_state / set_state."""
+  may_have_prefix = False  # decoder batches carry an all-zero decoder_causal_attention
 
   def __init__(self, family: str, batch_size: int, feature_lengths: Mapping[str, int],
                vocab_size: int = 384, seed: int = 0, shard_index: int = 0,

@@ -40,7 +40,7 @@ def model_inputs(family: str, batch) -> dict:
   return {k: batch[k] for k in names if k in batch}
 
 
-def without_empty_prefix(batch: dict) -> dict:
+def without_empty_prefix(batch: dict, never_prefix: bool = False) -> dict:
   """`batch` without its `decoder_causal_attention` if that is all zeros.
 
   DESIGN.md's decoder batches always carry the feature, all zeros for a causal LM. Given
@@ -51,9 +51,17 @@ def without_empty_prefix(batch: dict) -> dict:
   a prefix keeps it, so a run whose batches only sometimes have one compiles a second step
   when the first such batch comes (that window's tokens/s and MFU include the compile).
   In a multi-process run every process must compile the same program, so the feature
-  stays (each host sees only its own rows)."""
+  stays (each host sees only its own rows) unless the batch source declares that it never
+  has a prefix (`never_prefix`: a source's `may_have_prefix` is False, the same on every
+  process); then it is dropped in every batch, and a batch that has one is an error."""
   prefix = batch.get('decoder_causal_attention')
-  if prefix is None or np.any(prefix) or jax.process_count() > 1:
+  if prefix is None:
+    return batch
+  if never_prefix:
+    if np.any(prefix):
+      raise ValueError('a batch has a decoder_causal_attention prefix, but its source '
+                       'declared may_have_prefix = False')
+  elif np.any(prefix) or jax.process_count() > 1:
     return batch
   return {k: v for k, v in batch.items() if k != 'decoder_causal_attention'}
 

@@ -146,6 +146,9 @@ def train(workdir: str,
                         feature_lengths=feature_lengths, seed=seed,
                         shard_index=shard.index, num_shards=shard.count, split=split)
   source = make_source('train')
+  # A source that declares it never has a prefix (the same on every process) lets every
+  # process drop the all-zero feature; otherwise it is dropped batch by batch, single-process.
+  never_prefix = getattr(source, 'may_have_prefix', True) is False
 
   # (3) Restore the latest checkpoint, or initialize and save step 0 as a rollback point.
   os.makedirs(workdir, exist_ok=True)
@@ -192,7 +195,8 @@ def train(workdir: str,
       batch = next(eval_source, None)
       if batch is None:  # a validation split shorter than eval_batches
         break
-      batch = tasks.without_empty_prefix(batch)
+      batch = tasks.without_empty_prefix(
+          batch, getattr(eval_source, 'may_have_prefix', True) is False)
       out = jax.device_get(eval_fn(state.params, parallel.host_batch_to_global(
           batch, _shardings(batch))))
       sums = {k: sums[k] + float(out[k]) for k in sums}
@@ -219,7 +223,7 @@ def train(workdir: str,
         drawn = [draw() for _ in range(multiple)]
         batch = drawn[0][1] if multiple == 1 else {
             k: np.concatenate([b[k] for _, b in drawn]) for k in drawn[0][1]}
-        batch = tasks.without_empty_prefix(batch)
+        batch = tasks.without_empty_prefix(batch, never_prefix)
         state, device_metrics = train_fn(state, parallel.host_batch_to_global(
             batch, _shardings(batch)))
         step += 1

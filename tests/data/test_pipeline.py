@@ -131,3 +131,15 @@ def test_too_small_length_for_denoiser(data_dir):
   with pytest.raises(ValueError, match='sequence length too small for objective'):
     _make(data_dir, objective=objectives.UL2(), feature_converter='prefix_decoder',
           task_feature_lengths={'targets': 128})
+
+
+def test_only_a_prefix_converter_may_give_a_prefix(data_dir):
+  """`may_have_prefix` (the trainer drops an all-zero decoder_causal_attention in every
+  process when it is False) matches what the batches carry."""
+  causal = _make(data_dir, prefetch=0)
+  assert causal.may_have_prefix is False
+  assert not any(np.any(b['decoder_causal_attention']) for b in _take(causal, 2))
+  prefix = _make(data_dir, objective='prefix_lm', feature_converter='prefix_decoder',
+                 prefetch=0)
+  assert prefix.may_have_prefix is True
+  assert any(np.any(b['decoder_causal_attention']) for b in _take(prefix, 2))

@@ -2,6 +2,7 @@
 attention mask is known to be lower triangular at trace time."""
 import jax
 import numpy as np
+import pytest
 
 from research import models
 from research.models import attention
@@ -49,6 +50,17 @@ def test_multi_process_runs_keep_the_feature(monkeypatch):
   assert tasks.without_empty_prefix(batch) is batch
 
 
+def test_a_source_without_prefixes_drops_the_feature_in_every_process(monkeypatch):
+  """A source that declares `may_have_prefix = False` is the same on every process, so
+  multi-process runs drop the feature too; a batch that breaks the promise is an error."""
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  batch = _decoder_batch()
+  assert 'decoder_causal_attention' not in tasks.without_empty_prefix(batch, never_prefix=True)
+  with pytest.raises(ValueError, match='may_have_prefix'):
+    tasks.without_empty_prefix(_decoder_batch(prefix_len=5), never_prefix=True)
+  assert synthetic.SyntheticSource.may_have_prefix is False
+
+
 def test_the_trainer_steps_and_evaluates_a_causal_lm_on_the_lower_triangular_path(
     tmp_path, monkeypatch):
   seen = []
@@ -58,6 +70,13 @@ def test_the_trainer_steps_and_evaluates_a_causal_lm_on_the_lower_triangular_pat
     seen.append(lower_triangular)
     return blocked(*args, lower_triangular=lower_triangular)
   monkeypatch.setitem(attention.ATTENTION_IMPLS, 'blocked', spy)
+  promised = []
+  strip = tasks.without_empty_prefix
+  monkeypatch.setattr(tasks, 'without_empty_prefix',
+                      lambda batch, never_prefix=False: promised.append(never_prefix) or strip(
+                          batch, never_prefix))
   helpers.configure('decoder', steps=2, extra='trainer.train.eval_every = 2')
   trainer.train(str(tmp_path))
   assert len(seen) >= 2 and all(seen)  # the train step's trace and the eval step's
+  # The synthetic source declares no prefix: the train and eval batches drop it statically.
+  assert len(promised) >= 3 and all(promised)
