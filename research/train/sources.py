@@ -1,7 +1,8 @@
 """Batch sources the trainer can draw from: the real input pipeline, behind one contract.
 
 The trainer calls `batch_source(family=, batch_size=, feature_lengths=, seed=, shard_index=,
-num_shards=, split=)` and needs an iterator of numpy batch dicts with get_state()/set_state().
+num_shards=, split=)` and needs an iterator of numpy batch dicts with get_state()/set_state()
+(and reads an optional `may_have_prefix`, see trainer.train).
 `synthetic.synthetic_source` is the other implementation (tests, benchmarks).
 """
 from typing import Mapping

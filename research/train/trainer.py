@@ -116,7 +116,9 @@ def train(workdir: str,
   """Trains (or resumes) the run in `workdir`; returns a summary of the final step.
 
   batch_source(family=, batch_size=, feature_lengths=, seed=, shard_index=, num_shards=,
-  split=) must return an iterator of numpy batch dicts with get_state()/set_state().
+  split=) must return an iterator of numpy batch dicts with get_state()/set_state(), and
+  may declare `may_have_prefix = False` (its decoder batches never have a prefix, so the
+  all-zero `decoder_causal_attention` is dropped in every process).
   """
   # (1) Mesh and rules: a mesh that does not fit fails here, before any work.
   mesh = parallel.make_mesh(parallel.MeshConfig())
