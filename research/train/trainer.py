@@ -192,13 +192,13 @@ def train(workdir: str,
 
   def run_eval() -> dict:
     eval_source = make_source('eval')
+    eval_never_prefix = getattr(eval_source, 'may_have_prefix', True) is False
     sums = {'loss_sum': 0.0, 'weight_sum': 0.0, 'correct': 0.0}
     for _ in range(eval_batches):
       batch = next(eval_source, None)
       if batch is None:  # a validation split shorter than eval_batches
         break
-      batch = tasks.without_empty_prefix(
-          batch, getattr(eval_source, 'may_have_prefix', True) is False)
+      batch = tasks.without_empty_prefix(batch, eval_never_prefix)
       out = jax.device_get(eval_fn(state.params, parallel.host_batch_to_global(
           batch, _shardings(batch))))
       sums = {k: sums[k] + float(out[k]) for k in sums}
