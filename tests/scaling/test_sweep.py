@@ -100,6 +100,23 @@ def test_depth_width_rule_keeps_the_aspect_ratio():
     assert params['TransformerConfig.d_ff'] == 4 * d
 
 
+def test_a_size_can_carry_its_own_learning_rate_over_the_run_bindings():
+  small = dict(sweep.depth_width_sizes(depths=(1,), widths=(16,), head_dim=16)['L1d16'],
+               **{'make_schedule.peak': 1e-2})
+  config = _config(sizes={'L1d16': small}, flop_budgets=(), token_budgets=(2560,),
+                   run_bindings=('BATCH_SIZE = 4', "TASK_FEATURE_LENGTHS = {'targets': 64}",
+                                 'make_schedule.peak = 3e-3'))
+  (point,), _ = sweep.plan(config)
+  cmd = sweep.command(config, point, '/sweeps/x/' + point.run_id)
+  peaks = [c for c in cmd if c.startswith('--gin_bindings=make_schedule.peak')]
+  # gin keeps the last binding of a parameter: the size's own wins.
+  assert peaks == ['--gin_bindings=make_schedule.peak = 3e-3',
+                   '--gin_bindings=make_schedule.peak = 0.01']
+  from research.train import schedules  # pylint: disable=unused-import  (registers it)
+  gin.parse_config([c[len('--gin_bindings='):] for c in peaks])
+  assert gin.query_parameter('make_schedule.peak') == 0.01
+
+
 def test_command_runs_train_py_in_the_run_directory():
   config = _config()
   point = sweep.plan(config)[0][0]
