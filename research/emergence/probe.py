@@ -322,9 +322,16 @@ def acceptance(table: pd.DataFrame, sharp: pd.DataFrame, *, min_lengths: int = 4
   onset = []
   for length in [L for L in arithmetic.LENGTHS if L >= min_lengths]:
     row = pick(length, 'exact_match')
-    if not len(row) or not np.isfinite(row['diff_vs_ted'].iloc[0]):
+    if not len(row):  # sharpness_table scores a curve of 3 sizes or more
       onset.append({'L': length, 'holds': False,
-                    'why': 'exact match is flat (0 at every size), onset index undefined'})
+                    'why': 'fewer than 3 model sizes, no curve to take an onset index of'})
+      continue
+    if not np.isfinite(row['diff_vs_ted'].iloc[0]):
+      flat = [m for m in ('exact_match', 'one_minus_ted_over_L')
+              if not np.isfinite(pick(length, m)['onset_index'].iloc[0])]
+      why = (f"{' and '.join(flat)} the same at the smallest and the largest size: "
+             'onset index undefined') if flat else 'onset difference undefined'
+      onset.append({'L': length, 'holds': False, 'why': why})
       continue
     r = row.iloc[0]
     ted = pick(length, 'one_minus_ted_over_L')['onset_index']

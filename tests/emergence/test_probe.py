@@ -161,7 +161,7 @@ def test_acceptance_reads_the_bootstrap_interval_and_the_rank_correlation():
   first = checks['onset'][0]
   assert first['L'] == 4 and first['holds'] and first['onset_one_minus_ted'] == 0.6
   assert not any(o['holds'] for o in checks['onset'][1:])
-  assert 'flat' in checks['onset'][1]['why']
+  assert checks['onset'][1]['why'].startswith('fewer than 3 model sizes')
   assert checks['product']['cells'] == 4 and checks['product']['spearman'] == pytest.approx(1.0)
   assert checks['product']['holds']
   # an interval that reaches 0, and a product that ranks the cells the other way round
@@ -174,6 +174,15 @@ def test_acceptance_reads_the_bootstrap_interval_and_the_rank_correlation():
   table, sharp = _acceptance_inputs(-0.4, -0.1)
   assert probe.acceptance(table, sharp)['product']['cells'] == 2
   assert any('does not hold' in line for line in probe.format_acceptance(checks))
+
+
+def test_acceptance_names_the_flat_curve_when_the_onset_is_undefined():
+  # Every size solved L = 4: exact match is 1 at both ends, 1 - TED/L is not flat.
+  table, sharp = _acceptance_inputs(float('nan'), float('nan'))
+  sharp.loc[sharp['metric'] == 'exact_match', 'onset_index'] = float('nan')
+  why = probe.acceptance(table, sharp)['onset'][0]['why']
+  assert why == ('exact_match the same at the smallest and the largest size: '
+                 'onset index undefined')
 
 
 def test_entry_point_smoke_and_bad_flags(sweep, tmp_path):
