@@ -38,6 +38,8 @@ CASES = (
 
 
 def main(_):
+  from research.parallel import host
+  host.tune_allocator()  # the allocator the trainer's process runs the pipeline with
   bar = 10 * _TRAINER.value
   print(f'{"objective":>16} {"tokens/s":>12} {"non-pad":>8} {"x trainer":>10}')
   worst = None

@@ -327,10 +327,14 @@ def acceptance(table: pd.DataFrame, sharp: pd.DataFrame, *, min_lengths: int = 4
                     'why': 'fewer than 3 model sizes, no curve to take an onset index of'})
       continue
     if not np.isfinite(row['diff_vs_ted'].iloc[0]):
-      flat = [m for m in ('exact_match', 'one_minus_ted_over_L')
-              if not np.isfinite(pick(length, m)['onset_index'].iloc[0])]
-      why = (f"{' and '.join(flat)} the same at the smallest and the largest size: "
-             'onset index undefined') if flat else 'onset difference undefined'
+      flat = []
+      for m in ('exact_match', 'one_minus_ted_over_L'):
+        index = pick(length, m)['onset_index']
+        if not len(index) or not np.isfinite(index.iloc[0]):
+          flat.append(m)
+      why = (f"{' and '.join(flat)} {'is' if len(flat) == 1 else 'are'} the same at the "
+             'smallest and the largest size: onset index undefined'
+             ) if flat else 'onset difference undefined'
       onset.append({'L': length, 'holds': False, 'why': why})
       continue
     r = row.iloc[0]

@@ -139,7 +139,7 @@ def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
 
 
 def _acceptance_inputs(em_diff, em_high, em_ok=(0.0, 0.3, 0.9), product=(0.0, 0.31, 0.88)):
-  """A sharpness table for L = 4 (L = 5..8 absent: flat exact match) and an emergence table
+  """A sharpness table for L = 4 (L = 5..8 absent: fewer than 3 sizes) and an emergence table
   of three cells whose exact match is `em_ok` against products `product`."""
   sharp = pd.DataFrame([
       dict(task='add', L=4, metric='exact_match', onset_index=0.2, diff_vs_ted=em_diff,
@@ -177,12 +177,16 @@ def test_acceptance_reads_the_bootstrap_interval_and_the_rank_correlation():
 
 
 def test_acceptance_names_the_flat_curve_when_the_onset_is_undefined():
-  # Every size solved L = 4: exact match is 1 at both ends, 1 - TED/L is not flat.
+  # No size has an exact match at L = 4 (0 at both ends) while 1 - TED/L rises.
   table, sharp = _acceptance_inputs(float('nan'), float('nan'))
   sharp.loc[sharp['metric'] == 'exact_match', 'onset_index'] = float('nan')
   why = probe.acceptance(table, sharp)['onset'][0]['why']
-  assert why == ('exact_match the same at the smallest and the largest size: '
+  assert why == ('exact_match is the same at the smallest and the largest size: '
                  'onset index undefined')
+  # Every size solves it: both curves are 1 at both ends.
+  sharp['onset_index'] = float('nan')
+  why = probe.acceptance(table, sharp)['onset'][0]['why']
+  assert why.startswith('exact_match and one_minus_ted_over_L are the same at')
 
 
 def test_entry_point_smoke_and_bad_flags(sweep, tmp_path):
