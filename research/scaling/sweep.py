@@ -246,6 +246,9 @@ def plan(config: SweepConfig) -> tuple[list[Point], list[tuple[str, str]]]:
                 train_steps=steps, tokens=steps * tokens_per_step, n_params=n_params,
                 flops_per_token=cost, gin_files=tuple(point_files),
                 bindings=tuple(point_bindings + _step_bindings(config, steps))))
+  if not points:  # e.g. a bad binding in run_bindings: every point fails the same way
+    raise SweepError(f'no point of the grid can run ({len(skipped)} left out); the first: '
+                     f'{skipped[0][0]}: {skipped[0][1]}')
   return points, skipped
 
 

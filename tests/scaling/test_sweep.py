@@ -88,6 +88,10 @@ def test_bad_grids_fail_with_one_clear_message():
     sweep.depth_width_sizes(depths=(1,), widths=(40,), head_dim=32)
   with pytest.raises(sweep.SweepError, match='unknown executor'):
     sweep.make_executor('kubernetes', '/tmp')
+  # A bad run binding leaves out every point: that is an error, not an empty sweep.
+  with pytest.raises(sweep.SweepError, match=r"no point of the grid can run \(4 left out\).*"
+                                             "No configurable matching 'no_such_fn'"):
+    sweep.plan(_config(run_bindings=('no_such_fn.x = 1',)))
 
 
 def test_depth_width_rule_keeps_the_aspect_ratio():

@@ -162,3 +162,16 @@ def test_ci_quickstart_end_to_end(tmp_path):
     assert key in fits['chinchilla']['approach3'], sorted(fits['chinchilla']['approach3'])
   assert 'L_ND' in fits['kaplan'], sorted(fits['kaplan'])
   assert sorted(p for p in os.listdir(out) if p.endswith('.png')), os.listdir(out)
+
+
+def test_a_bad_run_binding_fails_at_start_up_with_one_line(tmp_path):
+  sweep_dir = tmp_path / 'sweep'
+  proc = subprocess.run(
+      _sweep_cmd(_gin(tmp_path), sweep_dir,
+                 "--gin_bindings=sweep.SweepConfig.run_bindings = ['adamw.b2 = 0.99']"),
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert lines[-1].startswith('sweep.py: error: no point of the grid can run (2 left out)')
+  assert "No configurable matching 'adamw'" in lines[-1]
+  assert not sweep_dir.exists()  # nothing written
