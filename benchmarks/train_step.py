@@ -226,6 +226,12 @@ def _print_phases(name: str, result: dict) -> None:
           + f', whole step {result["step_ms"]:.1f} ms')
 
 
+def _fail(message) -> None:
+  print(f'train_step.py: error: {(str(message).strip().splitlines() or ["?"])[0]}',
+        file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   del argv
   from absl import logging
@@ -235,10 +241,24 @@ def main(argv):
   import gin
   from research import models
   from research.train import sources, tasks, trainer  # pylint: disable=unused-import
-  gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value)
-  cfg = models.TransformerConfig()
-  batch_size = gin.query_parameter('%BATCH_SIZE')
-  lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
+  from research import parallel
+  for path in _GIN_FILE.value:
+    if not os.path.exists(path):
+      _fail(f'--gin_file {path!r} does not exist')
+  try:  # the variant's bindings too, now rather than after the base step is timed
+    gin.parse_config_files_and_bindings(_GIN_FILE.value,
+                                        _GIN_BINDINGS.value + _COMPARE.value)
+    models.TransformerConfig()
+    gin.clear_config()
+    gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value)
+    cfg = models.TransformerConfig()
+    batch_size = gin.query_parameter('%BATCH_SIZE')
+    lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
+    parallel.make_mesh(parallel.MeshConfig())
+  except parallel.MeshError as e:
+    _fail(e)
+  except Exception as e:  # gin raises many types; all mean "this config is wrong"
+    _fail(f'bad gin config: {e}')
   counts = models.count_params(cfg)
   print(f'model: {cfg.family}, {counts["total"]:,} params, batch {batch_size}, '
         f'lengths {lengths}, dtype {cfg.dtype}')

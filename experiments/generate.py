@@ -49,7 +49,7 @@ def read_prompts():
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads
+  logging.set_verbosity(logging.ERROR)  # orbax logs every file it reads (and read-only notes)
   from research.parallel import host
   host.tune_allocator()  # before JAX allocates (research/parallel/host.py)
   try:
@@ -63,8 +63,8 @@ def main(argv):
     tokenizer = tokenizers.ByteTokenizer()
     out = decoding.generate(model_config, params, [tokenizer.encode(p) for p in prompts],
                             config, rng=jax.random.PRNGKey(_SEED.value))
-  except (decoding.DecodingError, ValueError, OSError) as e:
-    sys.exit(f'generate.py: {str(e).splitlines()[0]}')
+  except (decoding.DecodingError, ValueError, OSError, SyntaxError) as e:
+    host.exit_at_once(f'generate.py: {str(e).splitlines()[0]}')
   rows = []
   for prompt, tokens, length, score in zip(prompts, out.best, out.lengths[:, 0],
                                            out.scores[:, 0]):

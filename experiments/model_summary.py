@@ -62,11 +62,12 @@ def summarize(cfg: models.TransformerConfig, seq_len: int, inputs_len: int, batc
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    sys.exit(f'error: unexpected arguments: {" ".join(argv[1:])}')
   try:
     gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
     cfg = models.TransformerConfig()
-  except (ValueError, OSError, models.ConfigError) as e:
+  except (ValueError, OSError, SyntaxError, models.ConfigError) as e:
     sys.exit(f'error: {str(e).splitlines()[0]}')  # gin appends call context
   summarize(cfg, FLAGS.seq_len, FLAGS.inputs_len, FLAGS.batch)
 

@@ -53,6 +53,10 @@ def _load_config():
   gin.add_config_file_search_path(_REPO)
   if not _GIN_FILE.value:
     _fail('--gin_file is required')
+  for path in _GIN_FILE.value:
+    if not any(os.path.exists(p) for p in (path, os.path.join(_REPO, path),
+                                           os.path.join(_REPO, 'gin_configs', path))):
+      _fail(f'--gin_file {path!r} does not exist')
   try:
     gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value,
                                         finalize_config=False)
@@ -77,6 +81,9 @@ def main(argv):
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
   if not _SWEEP_DIR.value and not _PLAN_ONLY.value:
     _fail('--sweep_dir is required')
+  if _SWEEP_DIR.value and os.path.exists(_SWEEP_DIR.value) and not os.path.isdir(
+      _SWEEP_DIR.value):
+    _fail(f'--sweep_dir {_SWEEP_DIR.value!r} is a file, not a directory')
   config, slurm = _load_config()
   from research.scaling import results
   from research.scaling import sweep

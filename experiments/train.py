@@ -73,16 +73,21 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # the progress line and errors are the output
   from research.parallel import host
   host.tune_allocator()  # before JAX allocates (research/parallel/host.py)
+  if not _WORKDIR.value:
+    _fail('--workdir is required')
+  _load_gin()  # a bad config fails before the run directory is created
   _check_workdir(_WORKDIR.value)
-  _load_gin()
   from research import parallel
   from research.models import ConfigError
   from research.train import trainer
+  from research.train.checkpoints import CheckpointError
   from research.train.guard import StabilityError
   if _MULTIHOST.value:
     parallel.initialize()
   try:
     summary = trainer.train(_WORKDIR.value)
+  except CheckpointError as e:  # at start-up: nothing is being written
+    host.exit_at_once(f'train.py: error: {str(e).splitlines()[0]}')
   except (parallel.MeshError, ConfigError, StabilityError, ValueError, TypeError) as e:
     _fail(e)
   state = 'preempted: checkpoint saved' if summary.get('preempted') else 'done'

@@ -84,8 +84,13 @@ def restore_params(checkpoint_dir: str, step: Optional[int] = None):
   items = [i for i in PARAM_ITEMS if os.path.isdir(os.path.join(step_dir, i))]
   if not items:
     raise DecodingError(f'checkpoint {step_dir} has none of the items {PARAM_ITEMS}')
-  restored = manager.restore(step, args=ocp.args.Composite(
-      **{items[0]: ocp.args.StandardRestore()}))[items[0]]
+  from research.train import checkpoints  # pylint: disable=g-import-not-at-top
+  try:
+    with checkpoints.late_tracebacks_dropped_on_error():
+      restored = manager.restore(step, args=ocp.args.Composite(
+          **{items[0]: ocp.args.StandardRestore()}))[items[0]]
+  except Exception as e:  # orbax, TensorStore and json raise many types; all mean this
+    raise DecodingError(str(checkpoints.unreadable(checkpoint_dir, step, e))) from e
   manager.close()
   if not isinstance(restored, dict) or 'params' not in restored:
     raise DecodingError(f'checkpoint {step_dir}/{items[0]} holds no `params` entry')

@@ -60,3 +60,20 @@ def tune_allocator() -> bool:
     logging.warning('mallopt refused a setting; XLA:CPU steps may page-fault their buffers')
   _done = ok
   return ok
+
+
+def exit_at_once(line: str, code: int = 1) -> None:
+  """Writes `line` to stderr and ends the process without the interpreter's teardown.
+
+  For a failure during start-up with background threads still alive (orbax's, after a
+  checkpoint failed to restore): a normal exit lets them and the garbage collector print
+  tracebacks of their own, dozens of lines after the one that explains the failure.
+  Nothing may be being written when this is called.
+  """
+  sys.stdout.flush()
+  sys.stderr.flush()
+  stderr = os.dup(2)
+  os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+  os.write(stderr, (line.rstrip('\n') + '\n').encode())
+  os._exit(code)  # pylint: disable=protected-access
+

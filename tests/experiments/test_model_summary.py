@@ -26,6 +26,7 @@ def test_summary_of_a_llama_config():
     ('TransformerConfig.num_heads = 3', 'num_heads=3 does not divide'),
     ('TransformerConfig.bogus = 3', "doesn't have a parameter named 'bogus'"),
     ("TransformerConfig.position = 'xpos'", 'TransformerConfig.position'),
+    ('TransformerConfig.d_model = ', 'Unable to parse value'),
 ])
 def test_bad_binding_fails_with_one_line(binding, message):
   out = _run('--gin_bindings', binding)
