@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -87,3 +89,20 @@ def test_profile_train_step_breaks_down_both_frameworks_steps():
   assert {'matmul', 'attention', 'norm', 'activation', 'optimizer and clipping'} <= set(
       shares), torch_part
   assert abs(sum(shares.values()) - 100) <= 0.6, shares
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--gin_bindings=TransformerConfig.d_modle = 3'],
+     "bad gin config: Configurable 'TransformerConfig' doesn't have a parameter named "
+     "'d_modle'"),
+    (['--gin_bindings=TransformerConfig.d_model = '], 'bad gin config: Unable to parse'),
+    (['--compare_bindings=NoSuch.x = 1'], "bad gin config: No configurable matching 'NoSuch'"),
+    (['--gin_bindings=MeshConfig.data = 8'], 'mesh (data=8, fsdp=1, tensor=1) needs 8 devices'),
+])
+def test_train_step_rejects_bad_config_at_start_up_in_one_line(args, message):
+  out = subprocess.run([sys.executable, 'benchmarks/train_step.py',
+                        '--gin_file=gin_configs/runs/tiny.gin', *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+  lines = (out.stdout + out.stderr).strip().splitlines()
+  assert out.returncode == 2 and len(lines) == 1, lines[-20:]
+  assert lines[0].startswith(f'train_step.py: error: {message}'), lines[0]

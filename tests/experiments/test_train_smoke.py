@@ -54,3 +54,5 @@ def test_bad_start_up_fails_with_one_line(tmp_path, args, message):
   assert len(lines) == 1, proc.stderr
   assert lines[0].startswith(message), lines[0]
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')  # failed before any work
+  if 'gin' in message:  # a bad config is found before the run directory is made
+    assert not os.path.exists(tmp_path / 'run')

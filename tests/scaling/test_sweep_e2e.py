@@ -175,3 +175,15 @@ def test_a_bad_run_binding_fails_at_start_up_with_one_line(tmp_path):
   assert lines[-1].startswith('sweep.py: error: no point of the grid can run (2 left out)')
   assert "No configurable matching 'adamw'" in lines[-1]
   assert not sweep_dir.exists()  # nothing written
+
+
+def test_a_missing_gin_file_or_a_file_as_sweep_dir_fails_in_one_line(tmp_path):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  for cmd, message in (
+      (_sweep_cmd(str(tmp_path / 'nope.gin'), tmp_path / 'sweep'), '--gin_file'),
+      (_sweep_cmd(_gin(tmp_path), a_file), 'is a file, not a directory')):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith('sweep.py: error: ') and message in lines[0]
