@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from research import decoding  # noqa: E402
 from research import models  # noqa: E402
 from research.decoding import adapters  # noqa: E402
+from research.train import metrics  # noqa: E402
 
 _LENGTHS = flags.DEFINE_list('lengths', ['128', '512', '2048'], 'Output lengths.')
 _BATCH = flags.DEFINE_integer('batch', 1, 'Prompts decoded together.')
@@ -87,9 +88,14 @@ def seconds_per_step(model_config, params, prompts, new_tokens, steps, use_cache
 
 def main(argv):
   del argv
+  try:
+    lengths = [int(n) for n in _LENGTHS.value]
+  except ValueError:
+    sys.exit(f'decode.py: --lengths takes integers, got {",".join(_LENGTHS.value)!r}')
+  if _OUTPUT.value and not os.path.isdir(os.path.dirname(os.path.abspath(_OUTPUT.value))):
+    sys.exit(f'decode.py: --output {_OUTPUT.value!r}: its directory does not exist')
   from research.parallel import host
   host.tune_allocator()
-  lengths = [int(n) for n in _LENGTHS.value]
   b, p = _BATCH.value, _PROMPT_LEN.value
   config = models.TransformerConfig(**MODEL, max_length=p + max(lengths))
   module = models.build(config)
@@ -118,10 +124,9 @@ def main(argv):
     print(f'{n:>6} {row["generate_tokens_per_s"]:>15.1f} {1e3 * cached:>15.2f} '
           f'{1e3 * uncached:>17.1f} {b / uncached:>15.2f} {uncached / cached:>8.0f}x',
           flush=True)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, 'w') as f:
-      json.dump({'model': MODEL, 'batch': b, 'prompt_len': p, 'results': results}, f,
-                indent=1)
+  if _OUTPUT.value:  # temp file + rename: an earlier output is never left half-written
+    metrics.write_atomic(_OUTPUT.value, json.dumps(
+        {'model': MODEL, 'batch': b, 'prompt_len': p, 'results': results}, indent=1))
 
 
 if __name__ == '__main__':

@@ -23,6 +23,7 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from research import decoding  # noqa: E402
 from research.data import tokenizers  # noqa: E402
+from research.train import metrics  # noqa: E402
 
 FLAGS = flags.DEFINE_string('workdir', None, 'Run directory (config.gin, checkpoints/).')
 _PROMPT = flags.DEFINE_multi_string('prompt', [], 'A prompt; repeat for a batch.')
@@ -48,7 +49,10 @@ def read_prompts():
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    sys.exit(f'generate.py: unexpected arguments: {" ".join(argv[1:])}')
+  if _OUTPUT.value and not os.path.isdir(os.path.dirname(os.path.abspath(_OUTPUT.value))):
+    sys.exit(f'generate.py: --output {_OUTPUT.value!r}: its directory does not exist')
   logging.set_verbosity(logging.ERROR)  # orbax logs every file it reads (and read-only notes)
   from research.parallel import host
   host.tune_allocator()  # before JAX allocates (research/parallel/host.py)
@@ -71,9 +75,8 @@ def main(argv):
     ids = [int(t) for t in tokens[:int(length)]]
     rows.append({'prompt': prompt, 'continuation': tokenizer.decode(ids), 'tokens': ids,
                  'score': float(score), 'step': step})
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, 'w', encoding='utf-8') as f:
-      f.writelines(json.dumps(row) + '\n' for row in rows)
+  if _OUTPUT.value:  # temp file + rename: an earlier output is never left half-written
+    metrics.write_atomic(_OUTPUT.value, ''.join(json.dumps(row) + '\n' for row in rows))
   else:
     for row in rows:
       print(f'{row["prompt"]!r} -> {row["continuation"]!r}')

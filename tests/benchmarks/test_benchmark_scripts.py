@@ -106,3 +106,15 @@ def test_train_step_rejects_bad_config_at_start_up_in_one_line(args, message):
   lines = (out.stdout + out.stderr).strip().splitlines()
   assert out.returncode == 2 and len(lines) == 1, lines[-20:]
   assert lines[0].startswith(f'train_step.py: error: {message}'), lines[0]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--lengths=abc'], "decode.py: --lengths takes integers, got 'abc'"),
+    (['--output=/no/such/dir/out.json'], 'decode.py: --output'),
+])
+def test_decode_rejects_bad_flags_before_any_work(args, message):
+  out = subprocess.run([sys.executable, 'benchmarks/decode.py', *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+  lines = (out.stdout + out.stderr).strip().splitlines()
+  assert out.returncode == 1 and len(lines) == 1, lines[-20:]
+  assert lines[0].startswith(message), lines[0]
