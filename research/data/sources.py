@@ -77,6 +77,7 @@ def get_builder(name: str, data_dir: str | None = None):
   from research.data import builders  # pylint: disable=g-import-not-at-top
   data_dir = data_dir or DEFAULT_DATA_DIR
   if name.startswith('text_files:'):
+    builders.list_text_files(name.split(':', 1)[1])  # no files: fail before making any dir
     builder = builders.TextFiles.for_pattern(name.split(':', 1)[1], data_dir=data_dir)
     builder.download_and_prepare()
     return builder

@@ -24,5 +24,11 @@ def test_train_tokenizer_on_text_files(tmp_path):
 
 
 def test_bad_dataset_is_one_line(tmp_path):
-  out = _run('--dataset=no_such_corpus', f'--data_dir={tmp_path}', f'--output={tmp_path / "x"}')
-  assert out.returncode != 0 and "unknown dataset name 'no_such_corpus'" in out.stderr
+  for dataset, message in (('no_such_corpus', "unknown dataset name 'no_such_corpus'"),
+                           (f'text_files:{tmp_path / "nodir"}', 'no text files found')):
+    out = _run(f'--dataset={dataset}', f'--data_dir={tmp_path / "tfds"}',
+               f'--output={tmp_path / "x"}')
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and len(lines) == 1, out.stderr[-2000:]
+    assert lines[0].startswith('train_tokenizer.py: error: ') and message in lines[0]
+  assert not os.path.exists(tmp_path / 'tfds')  # nothing built for a corpus that is not there
