@@ -130,4 +130,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from research import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser('decode.py'))

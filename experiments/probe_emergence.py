@@ -35,12 +35,6 @@ def _fail(message: str, code: int = 1):
   sys.exit(code)
 
 
-def _parse_flags(argv):
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(e, code=2)
-
 
 def main(argv):
   if len(argv) > 1:
@@ -73,4 +67,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  from research import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser('probe_emergence.py'))

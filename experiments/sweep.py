@@ -39,12 +39,6 @@ def _fail(message, code=2):
   sys.exit(code)
 
 
-def _parse_flags(argv):
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(e)
-
 
 def _load_config():
   import gin
@@ -113,4 +107,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  from research import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser('sweep.py'))

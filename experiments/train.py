@@ -30,12 +30,6 @@ def _fail(message: str, code: int = 1):
   sys.exit(code)
 
 
-def _parse_flags(argv):
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(e, code=2)
-
 
 def _load_gin():
   import gin
@@ -96,4 +90,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  from research import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser('train.py'))
