@@ -5,9 +5,11 @@ choices through the registries in `layers.py` / `attention.py`, never through
 if/elif chains spread across files.
 """
 import dataclasses
+import numbers
 from typing import Optional
 
 import gin
+import numpy as np
 
 FAMILIES = ('decoder', 'encoder_decoder', 'encoder')
 NORMS = ('rmsnorm', 'layernorm')
@@ -69,6 +71,7 @@ class TransformerConfig:
   init_std: float = 0.02
 
   def __post_init__(self):
+    _check_types(self)
     _check_choice(self, 'family', FAMILIES)
     _check_choice(self, 'norm', NORMS)
     _check_choice(self, 'norm_position', NORM_POSITIONS)
@@ -135,6 +138,29 @@ class TransformerConfig:
 
   def replace(self, **changes) -> 'TransformerConfig':
     return dataclasses.replace(self, **changes)
+
+
+_BOOLS = (bool, np.bool_)
+_TYPES = {int: (numbers.Integral,), float: (numbers.Real,), bool: _BOOLS, str: (str,)}
+
+
+def _check_types(config) -> None:
+  """A gin binding of the wrong type ('d_model = "abc"') named here, not as a TypeError
+  deep inside the model. bool is an int to Python, so int fields refuse it explicitly."""
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    kind = field.type
+    optional = getattr(kind, '__origin__', None) is not None and type(None) in kind.__args__
+    if optional:
+      if value is None:
+        continue
+      kind = next(a for a in kind.__args__ if a is not type(None))
+    allowed = _TYPES.get(kind)
+    if allowed is None:
+      continue
+    if not isinstance(value, allowed) or (kind is not bool and isinstance(value, _BOOLS)):
+      raise ConfigError(f'TransformerConfig.{field.name} must be {kind.__name__}'
+                        f'{" or None" if optional else ""}, got {value!r}')
 
 
 def _check_choice(config, field, choices):
