@@ -48,6 +48,11 @@ def _load_gin():
                                         finalize_config=False)
   except Exception as e:  # gin raises many types; all mean "this config is wrong"
     _fail(f'bad gin config: {e}')
+  from research.models import ConfigError, TransformerConfig
+  try:
+    TransformerConfig()  # its checks (types, divisibility) before the run directory exists
+  except ConfigError as e:
+    _fail(e)
 
 
 def _check_workdir(workdir):

@@ -44,6 +44,8 @@ def test_two_step_run_of_tiny_gin(tmp_path):
     ([f'--gin_file={TINY}', '--gin_bindings=MeshConfig.data = 3'],
      'train.py: error: mesh (data=3, fsdp=1, tensor=1) needs 3 devices but 1 are available'),
     ([f'--gin_file={TINY}', '--workdir=/proc/no/such/dir'], 'train.py: error: --workdir'),
+    ([f'--gin_file={TINY}', "--gin_bindings=TransformerConfig.d_model = 'abc'"],
+     "train.py: error: TransformerConfig.d_model must be int, got 'abc'"),
 ])
 def test_bad_start_up_fails_with_one_line(tmp_path, args, message):
   if not any(a.startswith('--workdir') for a in args):
@@ -54,5 +56,5 @@ def test_bad_start_up_fails_with_one_line(tmp_path, args, message):
   assert len(lines) == 1, proc.stderr
   assert lines[0].startswith(message), lines[0]
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')  # failed before any work
-  if 'gin' in message:  # a bad config is found before the run directory is made
+  if 'gin' in message or 'TransformerConfig' in message:  # found before the run dir is made
     assert not os.path.exists(tmp_path / 'run')
