@@ -83,7 +83,8 @@ def main(argv):
   from research.scaling import sweep
   try:
     if _PLAN_ONLY.value:
-      points, skipped = sweep.plan(config)
+      points, skipped = sweep.plan(
+          config, sweep.local_device_count if _EXECUTOR.value == 'local' else None)
       for p in points:
         print(f'{p.run_id:48s} N={p.n_params:>10,d} steps={p.train_steps:>6d} '
               f'tokens={p.tokens:.3g} C={p.flops_per_token * p.tokens:.3g}')

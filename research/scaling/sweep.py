@@ -23,6 +23,7 @@ The sweep directory holds `sweep.json` (the plan), `sweep_status.json` (state of
 import ctypes
 import dataclasses
 import fcntl
+import functools
 import json
 import math
 import os
@@ -150,11 +151,12 @@ def _binding(name: str, value: Any) -> str:
 
 
 def resolve_run(gin_files: Sequence[str], bindings: Sequence[str]):
-  """(TransformerConfig, BATCH_SIZE, TASK_FEATURE_LENGTHS) of a run, from its gin.
+  """(TransformerConfig, BATCH_SIZE, TASK_FEATURE_LENGTHS, MeshConfig) of a run, from its gin.
 
   Clears gin's global config: call after the sweep's own config has been materialized.
   """
   from research import models
+  from research.parallel import mesh
   gin.clear_config()
   files = [_abs(f) for f in gin_files]
   try:
@@ -162,11 +164,48 @@ def resolve_run(gin_files: Sequence[str], bindings: Sequence[str]):
     config = models.TransformerConfig()
     batch_size = int(gin.query_parameter('%BATCH_SIZE'))
     lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
+    mesh_config = mesh.MeshConfig()
   except Exception as e:  # gin raises many types; all mean "this point's config is wrong"
     raise SweepError(f'{type(e).__name__}: {str(e).strip().splitlines()[0]}') from None
   finally:
     gin.clear_config()
-  return config, batch_size, lengths
+  return config, batch_size, lengths, mesh_config
+
+
+def _check_mesh(mesh_config, device_count: Callable[[], int]) -> None:
+  """Raises SweepError if the run's mesh cannot be built on the devices a run sees.
+
+  The default mesh (data = -1, nothing else fixed) fits any device count, so the count,
+  which costs a JAX start-up, is only asked for when a point fixes an axis.
+  """
+  from research.parallel import mesh
+  if (mesh_config.data == -1 and mesh_config.fsdp == 1 and mesh_config.tensor == 1
+      and mesh_config.num_devices == -1):
+    return
+  try:
+    num_devices = device_count()
+    if mesh_config.num_devices != -1:
+      if not 0 < mesh_config.num_devices <= num_devices:
+        raise mesh.MeshError(f'MeshConfig.num_devices={mesh_config.num_devices} but a run '
+                             f'sees {num_devices} devices')
+      num_devices = mesh_config.num_devices
+    mesh.resolve_shape(mesh_config, num_devices)
+  except mesh.MeshError as e:
+    raise SweepError(str(e)) from None
+
+
+def local_device_count() -> int:
+  """Devices a trainer started by the local executor sees (same environment, own process).
+
+  Asked of a child process: importing JAX's backend here would hold the accelerator that
+  the runs need.
+  """
+  proc = subprocess.run([sys.executable, '-c', 'import jax; print(jax.device_count())'],
+                        capture_output=True, text=True, timeout=300)
+  if proc.returncode != 0 or not proc.stdout.strip().isdigit():
+    raise SweepError('cannot count the devices a run would see: '
+                     + (proc.stderr.strip().splitlines() or ['no output'])[-1])
+  return int(proc.stdout.strip())
 
 
 def per_token_cost(config, lengths: Mapping[str, int], convention: str):
@@ -190,8 +229,15 @@ def per_token_cost(config, lengths: Mapping[str, int], convention: str):
   return per_example[convention] / tokens, tokens
 
 
-def plan(config: SweepConfig) -> tuple[list[Point], list[tuple[str, str]]]:
-  """(points, skipped): every grid point, or why it was left out (run_id, reason)."""
+def plan(config: SweepConfig, device_count: Optional[Callable[[], int]] = None
+         ) -> tuple[list[Point], list[tuple[str, str]]]:
+  """(points, skipped): every grid point, or why it was left out (run_id, reason).
+
+  With `device_count` (a function giving the number of devices one run sees), a point
+  whose mesh does not fit them is left out too.
+  """
+  if device_count is not None:
+    device_count = functools.cache(device_count)
   if bool(config.flop_budgets) == bool(config.token_budgets):
     raise SweepError('set exactly one of SweepConfig.flop_budgets (IsoFLOP) or '
                      'SweepConfig.token_budgets')
@@ -222,9 +268,11 @@ def plan(config: SweepConfig) -> tuple[list[Point], list[tuple[str, str]]]:
               missing = [f for f in point_files if not os.path.exists(_abs(f))]
               if missing:
                 raise SweepError(f'objective {objective!r} has no gin file {missing[0]}')
-              model, batch_size, lengths = resolve_run(
+              model, batch_size, lengths, mesh_config = resolve_run(
                   list(config.run_gin_files) + point_files,
                   list(config.run_bindings) + point_bindings)
+              if device_count is not None:
+                _check_mesh(mesh_config, device_count)
               cost, tokens_per_example = per_token_cost(model, lengths,
                                                         config.flops_convention)
             except SweepError as e:
@@ -516,7 +564,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
   stream = stream or sys.stdout
   if parallel < 1:
     raise SweepError(f'--parallel must be >= 1, got {parallel}')
-  points, skipped = plan(config)
+  points, skipped = plan(config, local_device_count if executor == 'local' else None)
   os.makedirs(sweep_dir, exist_ok=True)
   _write_json_atomic(os.path.join(sweep_dir, PLAN_FILE), {
       'points': [p.to_json() for p in points],

@@ -94,6 +94,41 @@ def test_bad_grids_fail_with_one_clear_message():
     sweep.plan(_config(run_bindings=('no_such_fn.x = 1',)))
 
 
+def test_a_mesh_that_does_not_fit_the_devices_is_left_out_and_counted_once():
+  asked = []
+
+  def count(n):
+    def device_count():
+      asked.append(n)
+      return n
+    return device_count
+
+  # The default mesh fits any device count: nobody asks for one.
+  points, _ = sweep.plan(_config(), device_count=count(1))
+  assert len(points) == 4 and asked == []
+  # A fixed axis is checked against the count, asked for once for the whole grid.
+  sizes = dict(sweep.depth_width_sizes(depths=(1, 2), widths=(16, 32), head_dim=16))
+  sizes['L2d32'] = dict(sizes['L2d32'], **{'MeshConfig.tensor': 4})
+  points, skipped = sweep.plan(_config(sizes=sizes), device_count=count(2))
+  assert [p.size for p in points] == ['L1d16', 'L1d16']
+  assert asked == [2]
+  assert dict(skipped)['C6e8-L2d32-decoder-causal_lm-s0'] == (
+      'bad configuration: mesh (data=-1, fsdp=1, tensor=4) does not fit 2 devices: '
+      '2 is not divisible by 4')
+  with pytest.raises(sweep.SweepError, match=r'no point of the grid can run \(4 left out\).*'
+                                             r'mesh \(data=3, fsdp=1, tensor=1\) needs 3 '
+                                             'devices but 1 are available'):
+    sweep.plan(_config(run_bindings=_config().run_bindings + ('MeshConfig.data = 3',)),
+               device_count=count(1))
+  with pytest.raises(sweep.SweepError, match='num_devices=4 but a run sees 2 devices'):
+    sweep.plan(_config(run_bindings=('MeshConfig.num_devices = 4',)
+                       + _config().run_bindings), device_count=count(2))
+  # Without a count (a cluster executor) the mesh is the trainer's to check.
+  points, _ = sweep.plan(_config(run_bindings=_config().run_bindings
+                                 + ('MeshConfig.data = 3',)))
+  assert len(points) == 4
+
+
 def test_depth_width_rule_keeps_the_aspect_ratio():
   sizes = sweep.depth_width_sizes(depths=(1, 2, 4), width_per_layer=64, head_dim=32)
   assert list(sizes) == ['L1d64', 'L2d128', 'L4d256']

@@ -177,6 +177,19 @@ def test_a_bad_run_binding_fails_at_start_up_with_one_line(tmp_path):
   assert not sweep_dir.exists()  # nothing written
 
 
+def test_an_impossible_mesh_fails_at_start_up_with_one_line(tmp_path):
+  sweep_dir = tmp_path / 'sweep'
+  proc = subprocess.run(
+      _sweep_cmd(_gin(tmp_path), sweep_dir,
+                 "--gin_bindings=sweep.SweepConfig.run_bindings = ['MeshConfig.fsdp = 3']"),
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert lines[-1].startswith('sweep.py: error: no point of the grid can run (2 left out)')
+  assert 'mesh (data=-1, fsdp=3, tensor=1) does not fit 1 devices' in lines[-1]
+  assert not sweep_dir.exists()  # nothing written
+
+
 def test_a_missing_gin_file_or_a_file_as_sweep_dir_fails_in_one_line(tmp_path):
   a_file = tmp_path / 'a_file'
   a_file.write_text('')
