@@ -53,6 +53,11 @@ def _load_gin():
     TransformerConfig()  # its checks (types, divisibility) before the run directory exists
   except ConfigError as e:
     _fail(e)
+  from research import parallel
+  try:
+    parallel.make_mesh(parallel.MeshConfig())  # the trainer builds it again, same devices
+  except parallel.MeshError as e:
+    _fail(e)
 
 
 def _check_workdir(workdir):
@@ -74,15 +79,15 @@ def main(argv):
   host.tune_allocator()  # before JAX allocates (research/parallel/host.py)
   if not _WORKDIR.value:
     _fail('--workdir is required')
-  _load_gin()  # a bad config fails before the run directory is created
-  _check_workdir(_WORKDIR.value)
   from research import parallel
+  if _MULTIHOST.value:
+    parallel.initialize()  # before anything touches a JAX backend (the mesh check does)
+  _load_gin()  # a bad config or mesh fails before the run directory is created
+  _check_workdir(_WORKDIR.value)
   from research.models import ConfigError
   from research.train import trainer
   from research.train.checkpoints import CheckpointError
   from research.train.guard import StabilityError
-  if _MULTIHOST.value:
-    parallel.initialize()
   try:
     summary = trainer.train(_WORKDIR.value)
   except CheckpointError as e:  # at start-up: nothing is being written
