@@ -164,29 +164,22 @@ def test_ci_quickstart_end_to_end(tmp_path):
   assert sorted(p for p in os.listdir(out) if p.endswith('.png')), os.listdir(out)
 
 
-def test_a_bad_run_binding_fails_at_start_up_with_one_line(tmp_path):
+@pytest.mark.parametrize('binding,reason', [
+    ('adamw.b2 = 0.99', "No configurable matching 'adamw'"),
+    ('MeshConfig.fsdp = 3', 'mesh (data=-1, fsdp=3, tensor=1) does not fit 1 devices'),
+])
+def test_a_run_binding_no_point_can_use_fails_at_start_up_with_one_line(tmp_path, binding,
+                                                                         reason):
   sweep_dir = tmp_path / 'sweep'
   proc = subprocess.run(
       _sweep_cmd(_gin(tmp_path), sweep_dir,
-                 "--gin_bindings=sweep.SweepConfig.run_bindings = ['adamw.b2 = 0.99']"),
+                 f"--gin_bindings=sweep.SweepConfig.run_bindings = ['{binding}']"),
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2, proc.stderr[-2000:]
   lines = proc.stderr.strip().splitlines()
-  assert lines[-1].startswith('sweep.py: error: no point of the grid can run (2 left out)')
-  assert "No configurable matching 'adamw'" in lines[-1]
-  assert not sweep_dir.exists()  # nothing written
-
-
-def test_an_impossible_mesh_fails_at_start_up_with_one_line(tmp_path):
-  sweep_dir = tmp_path / 'sweep'
-  proc = subprocess.run(
-      _sweep_cmd(_gin(tmp_path), sweep_dir,
-                 "--gin_bindings=sweep.SweepConfig.run_bindings = ['MeshConfig.fsdp = 3']"),
-      capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  lines = proc.stderr.strip().splitlines()
-  assert lines[-1].startswith('sweep.py: error: no point of the grid can run (2 left out)')
-  assert 'mesh (data=-1, fsdp=3, tensor=1) does not fit 1 devices' in lines[-1]
+  assert len(lines) == 1, proc.stderr
+  assert lines[0].startswith('sweep.py: error: no point of the grid can run (2 left out)')
+  assert reason in lines[0]
   assert not sweep_dir.exists()  # nothing written
 
 
