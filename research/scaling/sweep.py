@@ -64,25 +64,32 @@ class SweepError(ValueError):
 @gin.configurable
 def depth_width_sizes(depths: Sequence[int] = (1, 2, 3, 4, 6), width_per_layer: int = 64,
                       head_dim: int = 32, ff_ratio: int = 4,
-                      widths: Optional[Sequence[int]] = None) -> dict:
+                      widths: Optional[Sequence[int]] = None,
+                      per_size: Optional[Sequence[Mapping[str, Any]]] = None) -> dict:
   """Model sizes by a shape rule: d_model = width_per_layer * depth (aspect ratio fixed).
 
   `widths`, if given, pairs with `depths` instead of the rule. Names are 'L<depth>d<width>'.
   Kaplan et al. (2020) found loss nearly flat over d_model / n_layer in [20, 200]; the
-  default 64 is inside it.
+  default 64 is inside it. `per_size`, if given, pairs with `depths` too: more gin
+  parameters of each size (a learning rate or init tuned per size), which come after the
+  sweep's run_bindings.
   """
   widths = list(widths) if widths is not None else [width_per_layer * d for d in depths]
   if len(widths) != len(depths):
     raise SweepError(f'depth_width_sizes: {len(depths)} depths but {len(widths)} widths')
+  per_size = [{}] * len(depths) if per_size is None else list(per_size)
+  if len(per_size) != len(depths):
+    raise SweepError(f'depth_width_sizes: {len(depths)} depths but {len(per_size)} '
+                     'per_size entries')
   sizes = {}
-  for depth, width in zip(depths, widths):
+  for depth, width, extra in zip(depths, widths, per_size):
     if width % head_dim:
       raise SweepError(f'depth_width_sizes: d_model {width} is not a multiple of '
                        f'head_dim {head_dim}')
     sizes[f'L{depth}d{width}'] = {
         'TransformerConfig.num_layers': depth, 'TransformerConfig.d_model': width,
         'TransformerConfig.num_heads': width // head_dim,
-        'TransformerConfig.d_ff': ff_ratio * width}
+        'TransformerConfig.d_ff': ff_ratio * width, **dict(extra)}
   return sizes
 
 

@@ -86,6 +86,8 @@ def test_bad_grids_fail_with_one_clear_message():
     sweep.plan(_config(token_budgets=(1e6,)))
   with pytest.raises(sweep.SweepError, match='not a multiple of head_dim'):
     sweep.depth_width_sizes(depths=(1,), widths=(40,), head_dim=32)
+  with pytest.raises(sweep.SweepError, match='2 depths but 1 per_size entries'):
+    sweep.depth_width_sizes(depths=(1, 2), per_size=[{}])
   with pytest.raises(sweep.SweepError, match='unknown executor'):
     sweep.make_executor('kubernetes', '/tmp')
   # A bad run binding leaves out every point: that is an error, not an empty sweep.
@@ -140,9 +142,10 @@ def test_depth_width_rule_keeps_the_aspect_ratio():
 
 
 def test_a_size_can_carry_its_own_learning_rate_over_the_run_bindings():
-  small = dict(sweep.depth_width_sizes(depths=(1,), widths=(16,), head_dim=16)['L1d16'],
-               **{'make_schedule.peak': 1e-2})
-  config = _config(sizes={'L1d16': small}, flop_budgets=(), token_budgets=(2560,),
+  sizes = sweep.depth_width_sizes(depths=(1,), widths=(16,), head_dim=16,
+                                  per_size=[{'make_schedule.peak': 1e-2}])
+  assert sizes['L1d16']['TransformerConfig.d_model'] == 16
+  config = _config(sizes=sizes, flop_budgets=(), token_budgets=(2560,),
                    run_bindings=('BATCH_SIZE = 4', "TASK_FEATURE_LENGTHS = {'targets': 64}",
                                  'make_schedule.peak = 3e-3'))
   (point,), _ = sweep.plan(config)
