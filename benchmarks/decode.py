@@ -92,8 +92,12 @@ def main(argv):
     lengths = [int(n) for n in _LENGTHS.value]
   except ValueError:
     sys.exit(f'decode.py: --lengths takes integers, got {",".join(_LENGTHS.value)!r}')
+  if not lengths or min(lengths) < 1:
+    sys.exit(f'decode.py: --lengths takes positive integers, got {",".join(_LENGTHS.value)!r}')
   if _OUTPUT.value and not os.path.isdir(os.path.dirname(os.path.abspath(_OUTPUT.value))):
     sys.exit(f'decode.py: --output {_OUTPUT.value!r}: its directory does not exist')
+  if _OUTPUT.value and os.path.isdir(_OUTPUT.value):
+    sys.exit(f'decode.py: --output {_OUTPUT.value!r} is a directory; give a file name')
   from research.parallel import host
   host.tune_allocator()
   b, p = _BATCH.value, _PROMPT_LEN.value

@@ -176,20 +176,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   from research.parallel import host
   host.tune_allocator()
-  import gin
   import jax
-  from research import models
   from research.train import trainer  # noqa: F401  pylint: disable=unused-import
-  # pylint: disable=protected-access
-  gin.parse_config_files_and_bindings(train_step._GIN_FILE.value,
-                                      train_step._GIN_BINDINGS.value)
-  # pylint: enable=protected-access
-  cfg = models.TransformerConfig()
-  # pylint: disable-next=protected-access
-  if train_step._TORCH.value and cfg.family != 'decoder':
-    raise app.UsageError('--torch compares decoder-only models')
-  batch_size = gin.query_parameter('%BATCH_SIZE')
-  lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
+  cfg, batch_size, lengths = train_step.load_config('profile_train_step.py')
   one, _, _, hlo, _ = train_step.build_jax_step(cfg, batch_size, lengths)
   one()
   names = hlo_op_names(hlo())

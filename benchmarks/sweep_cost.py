@@ -37,15 +37,39 @@ def _timed_run(cmd_template: list[str], steps: int) -> float:
     return time.perf_counter() - start
 
 
+def _fail(message) -> None:
+  print(f'sweep_cost.py: error: {(str(message).strip().splitlines() or ["?"])[0]}',
+        file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    _fail(f'unexpected arguments: {" ".join(argv[1:])}')
   import gin
   from research.scaling import sweep
-  gin.parse_config_files_and_bindings(_GIN_FILE.value, [], finalize_config=False)
-  config = sweep.SweepConfig()
-  points, _ = sweep.plan(config)
+  if not _GIN_FILE.value:
+    _fail('--gin_file is required')
+  for path in _GIN_FILE.value:
+    if not os.path.exists(path):
+      _fail(f'--gin_file {path!r} does not exist')
+  try:
+    steps = sorted(int(s) for s in _STEPS.value)
+  except ValueError:
+    steps = []
+  if len(steps) != 2 or steps[0] < 1 or steps[0] == steps[1]:
+    _fail(f'--steps must be two different positive step counts, got {_STEPS.value}')
+  try:
+    gin.parse_config_files_and_bindings(_GIN_FILE.value, [], finalize_config=False)
+    config = sweep.SweepConfig()
+  except Exception as e:  # gin raises many types; all mean "this config is wrong"
+    _fail(f'bad sweep config: {e}')
+  try:
+    points, _ = sweep.plan(config, sweep.local_device_count)
+  except sweep.SweepError as e:
+    _fail(e)
   by_cost = sorted(points, key=lambda p: p.flops_per_token)
-  low, high = sorted(int(s) for s in _STEPS.value)
+  low, high = steps
   measured = {}
   print(f'load average before: {os.getloadavg()}')
   for point in (by_cost[0], by_cost[-1]):

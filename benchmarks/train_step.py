@@ -226,10 +226,41 @@ def _print_phases(name: str, result: dict) -> None:
           + f', whole step {result["step_ms"]:.1f} ms')
 
 
-def _fail(message) -> None:
-  print(f'train_step.py: error: {(str(message).strip().splitlines() or ["?"])[0]}',
-        file=sys.stderr)
+def _fail(message, prog: str = 'train_step.py') -> None:
+  print(f'{prog}: error: {(str(message).strip().splitlines() or ["?"])[0]}', file=sys.stderr)
   sys.exit(2)
+
+
+def load_config(prog: str = 'train_step.py', variant_bindings=()):
+  """(TransformerConfig, batch size, feature lengths) from --gin_file / --gin_bindings.
+
+  Bad input (a missing gin file, a bad binding, a mesh that does not fit, --torch with a
+  model that is not a decoder) exits with one line. `variant_bindings` are checked too,
+  now rather than after the base step is timed, and left unapplied.
+  """
+  import gin
+  from research import models
+  from research import parallel
+  for path in _GIN_FILE.value:
+    if not os.path.exists(path):
+      _fail(f'--gin_file {path!r} does not exist', prog)
+  try:
+    gin.parse_config_files_and_bindings(_GIN_FILE.value,
+                                        _GIN_BINDINGS.value + list(variant_bindings))
+    models.TransformerConfig()
+    gin.clear_config()
+    gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value)
+    cfg = models.TransformerConfig()
+    batch_size = gin.query_parameter('%BATCH_SIZE')
+    lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
+    parallel.make_mesh(parallel.MeshConfig())
+  except parallel.MeshError as e:
+    _fail(e, prog)
+  except Exception as e:  # gin raises many types; all mean "this config is wrong"
+    _fail(f'bad gin config: {e}', prog)
+  if _TORCH.value and cfg.family != 'decoder':
+    _fail(f'--torch compares decoder-only models, not {cfg.family!r}', prog)
+  return cfg, batch_size, lengths
 
 
 def main(argv):
@@ -241,29 +272,10 @@ def main(argv):
   import gin
   from research import models
   from research.train import sources, tasks, trainer  # pylint: disable=unused-import
-  from research import parallel
-  for path in _GIN_FILE.value:
-    if not os.path.exists(path):
-      _fail(f'--gin_file {path!r} does not exist')
-  try:  # the variant's bindings too, now rather than after the base step is timed
-    gin.parse_config_files_and_bindings(_GIN_FILE.value,
-                                        _GIN_BINDINGS.value + _COMPARE.value)
-    models.TransformerConfig()
-    gin.clear_config()
-    gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value)
-    cfg = models.TransformerConfig()
-    batch_size = gin.query_parameter('%BATCH_SIZE')
-    lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
-    parallel.make_mesh(parallel.MeshConfig())
-  except parallel.MeshError as e:
-    _fail(e)
-  except Exception as e:  # gin raises many types; all mean "this config is wrong"
-    _fail(f'bad gin config: {e}')
+  cfg, batch_size, lengths = load_config(variant_bindings=_COMPARE.value)
   counts = models.count_params(cfg)
   print(f'model: {cfg.family}, {counts["total"]:,} params, batch {batch_size}, '
         f'lengths {lengths}, dtype {cfg.dtype}')
-  if _TORCH.value and cfg.family != 'decoder':
-    raise app.UsageError('--torch compares decoder-only models')
   steps = {'jax': bench_jax(cfg, batch_size, lengths)}
   if _TORCH.value:
     steps['torch'] = bench_torch(cfg, batch_size, lengths['targets'])

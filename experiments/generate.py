@@ -53,6 +53,8 @@ def main(argv):
     sys.exit(f'generate.py: unexpected arguments: {" ".join(argv[1:])}')
   if _OUTPUT.value and not os.path.isdir(os.path.dirname(os.path.abspath(_OUTPUT.value))):
     sys.exit(f'generate.py: --output {_OUTPUT.value!r}: its directory does not exist')
+  if _OUTPUT.value and os.path.isdir(_OUTPUT.value):
+    sys.exit(f'generate.py: --output {_OUTPUT.value!r} is a directory; give a file name')
   logging.set_verbosity(logging.ERROR)  # orbax logs every file it reads (and read-only notes)
   from research.parallel import host
   host.tune_allocator()  # before JAX allocates (research/parallel/host.py)

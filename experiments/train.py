@@ -53,11 +53,6 @@ def _load_gin():
     TransformerConfig()  # its checks (types, divisibility) before the run directory exists
   except ConfigError as e:
     _fail(e)
-  from research import parallel
-  try:
-    parallel.make_mesh(parallel.MeshConfig())  # the trainer builds it again, same devices
-  except parallel.MeshError as e:
-    _fail(e)
 
 
 def _check_workdir(workdir):
@@ -79,10 +74,14 @@ def main(argv):
   host.tune_allocator()  # before JAX allocates (research/parallel/host.py)
   if not _WORKDIR.value:
     _fail('--workdir is required')
+  _load_gin()  # a bad config or mesh fails before the run directory is created
   from research import parallel
   if _MULTIHOST.value:
-    parallel.initialize()  # before anything touches a JAX backend (the mesh check does)
-  _load_gin()  # a bad config or mesh fails before the run directory is created
+    parallel.initialize()  # after gin (it is configurable), before any JAX backend use
+  try:
+    parallel.make_mesh(parallel.MeshConfig())  # the trainer builds it again, same devices
+  except parallel.MeshError as e:
+    _fail(e)
   _check_workdir(_WORKDIR.value)
   from research.models import ConfigError
   from research.train import trainer
@@ -90,7 +89,7 @@ def main(argv):
   from research.train.guard import StabilityError
   try:
     summary = trainer.train(_WORKDIR.value)
-  except CheckpointError as e:  # at start-up: nothing is being written
+  except CheckpointError as e:  # at start-up or a rollback: nothing is being written then
     host.exit_at_once(f'train.py: error: {str(e).splitlines()[0]}')
   except (parallel.MeshError, ConfigError, StabilityError, ValueError, TypeError) as e:
     _fail(e)

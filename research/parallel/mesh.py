@@ -37,7 +37,9 @@ class MeshConfig:
 def resolve_shape(config: MeshConfig, num_devices: int) -> tuple[int, int, int]:
   """Replaces a -1 axis and checks that the product equals `num_devices`."""
   shape = list(config.shape())
-  described = ', '.join(f'{n}={s}' for n, s in zip(MESH_AXES, shape))
+  described = ', '.join(f'{n}={s!r}' for n, s in zip(MESH_AXES, shape))
+  if not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+    raise MeshError(f'mesh ({described}): axis sizes must be integers')
   if any(s == 0 or s < -1 for s in shape):
     raise MeshError(f'mesh ({described}): axis sizes must be positive or -1')
   free = [i for i, s in enumerate(shape) if s == -1]
@@ -61,6 +63,8 @@ def make_mesh(config: Optional[MeshConfig] = None,
   """Builds the mesh; raises MeshError with one clear line when it cannot."""
   config = config or MeshConfig()
   devices = list(jax.devices() if devices is None else devices)
+  if not isinstance(config.num_devices, int):
+    raise MeshError(f'MeshConfig.num_devices must be an integer, got {config.num_devices!r}')
   if config.num_devices != -1:
     if not 0 < config.num_devices <= len(devices):
       raise MeshError(f'MeshConfig.num_devices={config.num_devices} but '

@@ -23,7 +23,6 @@ The sweep directory holds `sweep.json` (the plan), `sweep_status.json` (state of
 import ctypes
 import dataclasses
 import fcntl
-import functools
 import json
 import math
 import os
@@ -207,12 +206,32 @@ def local_device_count() -> int:
   Asked of a child process: importing JAX's backend here would hold the accelerator that
   the runs need.
   """
-  proc = subprocess.run([sys.executable, '-c', 'import jax; print(jax.device_count())'],
-                        capture_output=True, text=True, timeout=300)
+  try:
+    proc = subprocess.run([sys.executable, '-c', 'import jax; print(jax.device_count())'],
+                          capture_output=True, text=True, timeout=300)
+  except (OSError, subprocess.TimeoutExpired) as e:
+    raise SweepError(f'cannot count the devices a run would see: {e}') from None
   if proc.returncode != 0 or not proc.stdout.strip().isdigit():
     raise SweepError('cannot count the devices a run would see: '
                      + (proc.stderr.strip().splitlines() or ['no output'])[-1])
   return int(proc.stdout.strip())
+
+
+def _once(fn: Callable[[], int]) -> Callable[[], int]:
+  """fn, called at most once: later calls return its result or raise its error again."""
+  memo = []
+
+  def call():
+    if not memo:
+      try:
+        memo.append((fn(), None))
+      except SweepError as e:
+        memo.append((None, e))
+    value, error = memo[0]
+    if error is not None:
+      raise error
+    return value
+  return call
 
 
 def per_token_cost(config, lengths: Mapping[str, int], convention: str):
@@ -244,7 +263,7 @@ def plan(config: SweepConfig, device_count: Optional[Callable[[], int]] = None
   whose mesh does not fit them is left out too.
   """
   if device_count is not None:
-    device_count = functools.cache(device_count)
+    device_count = _once(device_count)
   if bool(config.flop_budgets) == bool(config.token_budgets):
     raise SweepError('set exactly one of SweepConfig.flop_budgets (IsoFLOP) or '
                      'SweepConfig.token_budgets')
@@ -301,6 +320,8 @@ def plan(config: SweepConfig, device_count: Optional[Callable[[], int]] = None
                 train_steps=steps, tokens=steps * tokens_per_step, n_params=n_params,
                 flops_per_token=cost, gin_files=tuple(point_files),
                 bindings=tuple(point_bindings + _step_bindings(config, steps))))
+  if not points and not skipped:
+    raise SweepError('the grid is empty (no seeds, families or objectives)')
   if not points:  # e.g. a bad binding in run_bindings: every point fails the same way
     raise SweepError(f'no point of the grid can run ({len(skipped)} left out); the first: '
                      f'{skipped[0][0]}: {skipped[0][1]}')

@@ -262,7 +262,12 @@ def train(workdir: str,
         back = checkpointer.latest_step()
         skip = set(host.skip) | guard_lib.batches_to_skip(bad, guard_config)
         events, rollbacks = host.guard_events, host.guard_rollbacks
-        state, saved = checkpointer.restore(back, setup.abstract)
+        writer.flush()  # a checkpoint that cannot be read ends the process at once
+        try:
+          state, saved = checkpointer.restore(back, setup.abstract)
+        except ckpt_lib.CheckpointError as e:
+          raise ckpt_lib.CheckpointError(
+              f'stability guard: rolling back from step {step}: {e}') from e
         host = HostState(**saved)
         host.skip, host.guard_events, host.guard_rollbacks = sorted(skip), events, rollbacks
         source.set_state(host.data)

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = '--gin_file=gin_configs/runs/tiny.gin'
 
 
 def _run(script, *args):
@@ -91,26 +92,38 @@ def test_profile_train_step_breaks_down_both_frameworks_steps():
   assert abs(sum(shares.values()) - 100) <= 0.6, shares
 
 
-@pytest.mark.parametrize('args, message', [
-    (['--gin_bindings=TransformerConfig.d_modle = 3'],
+@pytest.mark.parametrize('script, args, message', [
+    ('sweep_cost.py', ['--gin_file=nope.gin'], "--gin_file 'nope.gin' does not exist"),
+    ('sweep_cost.py', ['--gin_file=gin_configs/sweeps/ci.gin', '--steps=10'],
+     "--steps must be two different positive step counts, got ['10']"),
+    ('profile_train_step.py', [TINY, '--gin_bindings=NoSuch.x = 1'],
+     "bad gin config: No configurable matching 'NoSuch'"),
+    ('train_step.py', [TINY, '--torch', "--gin_bindings=TransformerConfig.family = 'encoder'"],
+     "--torch compares decoder-only models, not 'encoder'"),
+    ('train_step.py', [TINY, '--gin_bindings=TransformerConfig.d_modle = 3'],
      "bad gin config: Configurable 'TransformerConfig' doesn't have a parameter named "
      "'d_modle'"),
-    (['--gin_bindings=TransformerConfig.d_model = '], 'bad gin config: Unable to parse'),
-    (['--compare_bindings=NoSuch.x = 1'], "bad gin config: No configurable matching 'NoSuch'"),
-    (['--gin_bindings=MeshConfig.data = 8'], 'mesh (data=8, fsdp=1, tensor=1) needs 8 devices'),
+    ('train_step.py', [TINY, '--gin_bindings=TransformerConfig.d_model = '],
+     'bad gin config: Unable to parse'),
+    ('train_step.py', [TINY, '--compare_bindings=NoSuch.x = 1'],
+     "bad gin config: No configurable matching 'NoSuch'"),
+    ('train_step.py', [TINY, '--gin_bindings=MeshConfig.data = 8'],
+     'mesh (data=8, fsdp=1, tensor=1) needs 8 devices'),
 ])
-def test_train_step_rejects_bad_config_at_start_up_in_one_line(args, message):
-  out = subprocess.run([sys.executable, 'benchmarks/train_step.py',
-                        '--gin_file=gin_configs/runs/tiny.gin', *args], cwd=ROOT,
+def test_benchmarks_reject_bad_input_at_start_up_in_one_line(script, args, message):
+  out = subprocess.run([sys.executable, f'benchmarks/{script}', *args], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
   lines = (out.stdout + out.stderr).strip().splitlines()
   assert out.returncode == 2 and len(lines) == 1, lines[-20:]
-  assert lines[0].startswith(f'train_step.py: error: {message}'), lines[0]
+  assert lines[0].startswith(f'{script}: error: {message}'), lines[0]
 
 
 @pytest.mark.parametrize('args, message', [
     (['--lengths=abc'], "decode.py: --lengths takes integers, got 'abc'"),
+    (['--lengths='], "decode.py: --lengths takes positive integers, got ''"),
+    (['--lengths=8,0'], "decode.py: --lengths takes positive integers, got '8,0'"),
     (['--output=/no/such/dir/out.json'], 'decode.py: --output'),
+    (['--output=/tmp'], "decode.py: --output '/tmp' is a directory"),
 ])
 def test_decode_rejects_bad_flags_before_any_work(args, message):
   out = subprocess.run([sys.executable, 'benchmarks/decode.py', *args], cwd=ROOT,

@@ -43,6 +43,8 @@ def test_two_step_run_of_tiny_gin(tmp_path):
      "train.py: error: bad gin config: No configurable matching 'NoSuchThing'."),
     ([f'--gin_file={TINY}', '--gin_bindings=MeshConfig.data = 3'],
      'train.py: error: mesh (data=3, fsdp=1, tensor=1) needs 3 devices but 1 are available'),
+    ([f'--gin_file={TINY}', "--gin_bindings=MeshConfig.data = '2'"],
+     "train.py: error: mesh (data='2', fsdp=1, tensor=1): axis sizes must be integers"),
     ([f'--gin_file={TINY}', '--workdir=/proc/no/such/dir'], 'train.py: error: --workdir'),
     ([f'--gin_file={TINY}', "--gin_bindings=TransformerConfig.d_model = 'abc'"],
      "train.py: error: TransformerConfig.d_model must be int, got 'abc'"),

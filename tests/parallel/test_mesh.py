@@ -26,6 +26,8 @@ def test_resolve_shape(config, devices, want):
      'mesh (data=-1, fsdp=-1, tensor=1): at most one axis may be -1'),
     (parallel.MeshConfig(data=0), 8,
      'mesh (data=0, fsdp=1, tensor=1): axis sizes must be positive or -1'),
+    (parallel.MeshConfig(data='2'), 8,
+     "mesh (data='2', fsdp=1, tensor=1): axis sizes must be integers"),
 ])
 def test_bad_meshes_fail_with_one_line(config, devices, message):
   with pytest.raises(parallel.MeshError) as info:
