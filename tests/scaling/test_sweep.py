@@ -1,5 +1,6 @@
 """Sweep planning and results.csv aggregation, without training anything."""
 import csv
+import glob
 import json
 import os
 
@@ -88,6 +89,8 @@ def test_bad_grids_fail_with_one_clear_message():
     sweep.depth_width_sizes(depths=(1,), widths=(40,), head_dim=32)
   with pytest.raises(sweep.SweepError, match='2 depths but 1 per_size entries'):
     sweep.depth_width_sizes(depths=(1, 2), per_size=[{}])
+  with pytest.raises(sweep.SweepError, match='the grid is empty'):
+    sweep.plan(_config(seeds=()))
   with pytest.raises(sweep.SweepError, match='unknown executor'):
     sweep.make_executor('kubernetes', '/tmp')
   # A bad run binding leaves out every point: that is an error, not an empty sweep.
@@ -125,6 +128,16 @@ def test_a_mesh_that_does_not_fit_the_devices_is_left_out_and_counted_once():
   with pytest.raises(sweep.SweepError, match='num_devices=4 but a run sees 2 devices'):
     sweep.plan(_config(run_bindings=('MeshConfig.num_devices = 4',)
                        + _config().run_bindings), device_count=count(2))
+  # A count that fails is asked for once, and every point says why.
+  calls = []
+
+  def broken():
+    calls.append(1)
+    raise sweep.SweepError('cannot count the devices a run would see: boom')
+  with pytest.raises(sweep.SweepError, match='the first: .*cannot count the devices .*: boom'):
+    sweep.plan(_config(run_bindings=_config().run_bindings + ('MeshConfig.data = 3',)),
+               device_count=broken)
+  assert calls == [1]
   # Without a count (a cluster executor) the mesh is the trainer's to check.
   points, _ = sweep.plan(_config(run_bindings=_config().run_bindings
                                  + ('MeshConfig.data = 3',)))
@@ -262,3 +275,25 @@ def test_a_planned_run_that_never_started_is_reported(tmp_path):
   (tmp_path / results.PLAN_FILE).write_text(json.dumps({'points': [{'run_id': 'later'}]}))
   report = results.collect(str(tmp_path))
   assert report.excluded == {'later': 'never started'} and report.rows == []
+
+
+SWEEP_GINS = sorted(os.path.basename(p) for p in glob.glob(
+    os.path.join(os.path.dirname(__file__), '..', '..', 'gin_configs', 'sweeps', '*.gin'))
+    if os.path.basename(p) != 'pipeline_imports.gin')  # imports for run configs, not a sweep
+
+
+@pytest.mark.parametrize('name', SWEEP_GINS)
+def test_every_sweep_config_plans_without_a_bad_point(name):
+  repo = os.path.join(os.path.dirname(__file__), '..', '..')
+  gin.clear_config()
+  gin.add_config_file_search_path(repo)
+  gin.parse_config_files_and_bindings([os.path.join(repo, 'gin_configs', 'sweeps', name)], [],
+                                      finalize_config=False)
+  points, skipped = sweep.plan(sweep.SweepConfig())
+  assert points
+  assert not [why for _, why in skipped if why.startswith('bad configuration')], skipped
+  if name == 'emergence_cpu_graded.gin':  # the ladder's init per size reaches its runs
+    init = {p.size: [b for b in p.bindings if b.startswith('TransformerConfig.init_std')]
+            for p in points}
+    assert init['L1d32'] == ['TransformerConfig.init_std = 0.1']
+    assert init['L2d64'] == ['TransformerConfig.init_std = 0.02']
