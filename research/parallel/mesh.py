@@ -34,11 +34,21 @@ class MeshConfig:
     return (self.data, self.fsdp, self.tensor)
 
 
+def _is_int(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
+
+
+def fits_any_device_count(config: MeshConfig) -> bool:
+  """True for the default mesh (data = -1, nothing else fixed), which any device count fits."""
+  values = (*config.shape(), config.num_devices)
+  return all(_is_int(v) for v in values) and values == (-1, 1, 1, -1)
+
+
 def resolve_shape(config: MeshConfig, num_devices: int) -> tuple[int, int, int]:
   """Replaces a -1 axis and checks that the product equals `num_devices`."""
   shape = list(config.shape())
   described = ', '.join(f'{n}={s!r}' for n, s in zip(MESH_AXES, shape))
-  if not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+  if not all(_is_int(s) for s in shape):
     raise MeshError(f'mesh ({described}): axis sizes must be integers')
   if any(s == 0 or s < -1 for s in shape):
     raise MeshError(f'mesh ({described}): axis sizes must be positive or -1')
@@ -58,19 +68,26 @@ def resolve_shape(config: MeshConfig, num_devices: int) -> tuple[int, int, int]:
   return tuple(shape)
 
 
+def shape_on(config: MeshConfig, available: int) -> tuple[int, int, int]:
+  """The mesh shape on the first `config.num_devices` (-1: all) of `available` devices."""
+  if not _is_int(config.num_devices):
+    raise MeshError(f'MeshConfig.num_devices must be an integer, got {config.num_devices!r}')
+  num_devices = available
+  if config.num_devices != -1:
+    if not 0 < config.num_devices <= available:
+      raise MeshError(f'MeshConfig.num_devices={config.num_devices} but '
+                      f'{available} devices are available')
+    num_devices = config.num_devices
+  return resolve_shape(config, num_devices)
+
+
 def make_mesh(config: Optional[MeshConfig] = None,
               devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
   """Builds the mesh; raises MeshError with one clear line when it cannot."""
   config = config or MeshConfig()
   devices = list(jax.devices() if devices is None else devices)
-  if not isinstance(config.num_devices, int):
-    raise MeshError(f'MeshConfig.num_devices must be an integer, got {config.num_devices!r}')
-  if config.num_devices != -1:
-    if not 0 < config.num_devices <= len(devices):
-      raise MeshError(f'MeshConfig.num_devices={config.num_devices} but '
-                      f'{len(devices)} devices are available')
-    devices = devices[:config.num_devices]
-  shape = resolve_shape(config, len(devices))
+  shape = shape_on(config, len(devices))
+  devices = devices[:math.prod(shape)]
   try:
     # Physical layout for TPU/GPU slices (neighbours on the fast axes); on CPU it is
     # just a reshape.

@@ -185,17 +185,10 @@ def _check_mesh(mesh_config, device_count: Callable[[], int]) -> None:
   which costs a JAX start-up, is only asked for when a point fixes an axis.
   """
   from research.parallel import mesh
-  if (mesh_config.data == -1 and mesh_config.fsdp == 1 and mesh_config.tensor == 1
-      and mesh_config.num_devices == -1):
+  if mesh.fits_any_device_count(mesh_config):
     return
   try:
-    num_devices = device_count()
-    if mesh_config.num_devices != -1:
-      if not 0 < mesh_config.num_devices <= num_devices:
-        raise mesh.MeshError(f'MeshConfig.num_devices={mesh_config.num_devices} but a run '
-                             f'sees {num_devices} devices')
-      num_devices = mesh_config.num_devices
-    mesh.resolve_shape(mesh_config, num_devices)
+    mesh.shape_on(mesh_config, device_count())
   except mesh.MeshError as e:
     raise SweepError(str(e)) from None
 
@@ -211,10 +204,12 @@ def local_device_count() -> int:
                           capture_output=True, text=True, timeout=300)
   except (OSError, subprocess.TimeoutExpired) as e:
     raise SweepError(f'cannot count the devices a run would see: {e}') from None
-  if proc.returncode != 0 or not proc.stdout.strip().isdigit():
+  # The count is the last line printed: a site hook or plugin may print before it.
+  last = (proc.stdout.strip().splitlines() or [''])[-1].strip()
+  if proc.returncode != 0 or not last.isdigit():
     raise SweepError('cannot count the devices a run would see: '
                      + (proc.stderr.strip().splitlines() or ['no output'])[-1])
-  return int(proc.stdout.strip())
+  return int(last)
 
 
 def _once(fn: Callable[[], int]) -> Callable[[], int]:
@@ -592,6 +587,10 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
   stream = stream or sys.stdout
   if parallel < 1:
     raise SweepError(f'--parallel must be >= 1, got {parallel}')
+  # Only the local executor's runs see this machine's devices as they are. Under submitit
+  # (slurm, submitit_local) the job's own allocation sets them (CUDA_VISIBLE_DEVICES from
+  # gpus_per_node), unknown here: there the trainer checks the mesh at start-up, and a run
+  # whose mesh does not fit fails with that one line in its log and counts as failed.
   points, skipped = plan(config, local_device_count if executor == 'local' else None)
   os.makedirs(sweep_dir, exist_ok=True)
   _write_json_atomic(os.path.join(sweep_dir, PLAN_FILE), {

@@ -35,6 +35,23 @@ def test_bad_meshes_fail_with_one_line(config, devices, message):
   assert str(info.value) == message and '\n' not in message
 
 
+def test_shape_on_takes_the_first_num_devices_and_checks_types():
+  assert mesh_lib.shape_on(parallel.MeshConfig(), 8) == (8, 1, 1)
+  assert mesh_lib.shape_on(parallel.MeshConfig(fsdp=2, num_devices=4), 8) == (2, 2, 1)
+  for config, message in (
+      (parallel.MeshConfig(num_devices=9), 'MeshConfig.num_devices=9 but 8 devices are available'),
+      (parallel.MeshConfig(num_devices='4'), "MeshConfig.num_devices must be an integer, got '4'"),
+      (parallel.MeshConfig(num_devices=True), 'MeshConfig.num_devices must be an integer'),
+      (parallel.MeshConfig(fsdp=True), 'axis sizes must be integers')):
+    with pytest.raises(parallel.MeshError, match=message):
+      mesh_lib.shape_on(config, 8)
+  assert mesh_lib.fits_any_device_count(parallel.MeshConfig())
+  for config in (parallel.MeshConfig(fsdp=2), parallel.MeshConfig(num_devices=1),
+                 parallel.MeshConfig(fsdp=1.0), parallel.MeshConfig(fsdp=True),
+                 parallel.MeshConfig(data=-1.0)):
+    assert not mesh_lib.fits_any_device_count(config), config
+
+
 def test_make_mesh_on_this_host():
   mesh = parallel.make_mesh(parallel.MeshConfig())
   assert mesh.axis_names == ('data', 'fsdp', 'tensor')

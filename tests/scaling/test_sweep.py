@@ -125,9 +125,17 @@ def test_a_mesh_that_does_not_fit_the_devices_is_left_out_and_counted_once():
                                              'devices but 1 are available'):
     sweep.plan(_config(run_bindings=_config().run_bindings + ('MeshConfig.data = 3',)),
                device_count=count(1))
-  with pytest.raises(sweep.SweepError, match='num_devices=4 but a run sees 2 devices'):
+  with pytest.raises(sweep.SweepError, match='num_devices=4 but 2 devices are available'):
     sweep.plan(_config(run_bindings=('MeshConfig.num_devices = 4',)
                        + _config().run_bindings), device_count=count(2))
+  # Wrongly typed axes are a configuration error of every point, not a traceback, and
+  # fsdp = 1.0 or True is not mistaken for the default mesh.
+  for binding, reason in (("MeshConfig.num_devices = '2'", "must be an integer, got '2'"),
+                          ('MeshConfig.fsdp = 1.0', 'axis sizes must be integers'),
+                          ('MeshConfig.fsdp = True', 'axis sizes must be integers')):
+    with pytest.raises(sweep.SweepError, match=r'no point of the grid can run .*' + reason):
+      sweep.plan(_config(run_bindings=(binding,) + _config().run_bindings),
+                 device_count=count(2))
   # A count that fails is asked for once, and every point says why.
   calls = []
 
@@ -295,5 +303,7 @@ def test_every_sweep_config_plans_without_a_bad_point(name):
   if name == 'emergence_cpu_graded.gin':  # the ladder's init per size reaches its runs
     init = {p.size: [b for b in p.bindings if b.startswith('TransformerConfig.init_std')]
             for p in points}
-    assert init['L1d32'] == ['TransformerConfig.init_std = 0.1']
-    assert init['L2d64'] == ['TransformerConfig.init_std = 0.02']
+    assert init == {'L1d32': ['TransformerConfig.init_std = 0.1'],
+                    'L1d56': ['TransformerConfig.init_std = 0.1'],
+                    'L2d64': ['TransformerConfig.init_std = 0.02'],
+                    'L3d96': ['TransformerConfig.init_std = 0.02']}

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from research.train import checkpoints as ckpt_lib
 from research.train import guard as guard_lib
 from research.train import trainer
 from tests.train import helpers
@@ -86,6 +87,27 @@ faulty_source.nan_at = (5,)
   assert [r['train_loss'] for r in nan_rows[:5]] == [r['train_loss'] for r in clean_rows[:5]]
   assert nan_rows[5]['train_loss'] != clean_rows[5]['train_loss']
   assert nan_rows[-1]['guard_events'] == 1
+
+
+def test_a_checkpoint_unreadable_at_rollback_stops_with_one_clear_error(tmp_path,
+                                                                        monkeypatch):
+  # The guard must roll back to step 4, but that checkpoint cannot be read: the run stops
+  # with an error that says where, and the metrics it logged so far are on disk.
+  helpers.configure('decoder', steps=10, extra="""
+trainer.train.batch_source = @faulty_source
+trainer.train.log_every = 3
+faulty_source.nan_at = (5,)
+""")
+
+  def unreadable(self, step, abstract):
+    raise ckpt_lib.CheckpointError(f'checkpoint at step {step} is corrupt')
+  monkeypatch.setattr(ckpt_lib.Checkpointer, 'restore', unreadable)
+  with pytest.raises(ckpt_lib.CheckpointError) as info:
+    trainer.train(str(tmp_path))
+  # (gin appends the configurable's name on a line of its own; train.py prints line one)
+  assert str(info.value).splitlines()[0] == ('stability guard: rolling back from step 6: '
+                                             'checkpoint at step 4 is corrupt')
+  assert [r['step'] for r in helpers.read_metrics(str(tmp_path))] == [3, 4]
 
 
 def test_repeated_failure_stops_with_a_clear_error(tmp_path):
