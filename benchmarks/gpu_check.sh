@@ -24,7 +24,7 @@ timeout 100 python3 benchmarks/attention_check.py --length=2048 --batch=4 --impl
 bench() {  # name, then flags
   local name=$1; shift
   echo "== $name: $*"
-  timeout 150 python3 benchmarks/train_step.py --gin_file=gin_configs/runs/bench_350m_gpu.gin \
+  timeout 300 python3 benchmarks/train_step.py --gin_file=gin_configs/runs/bench_350m_gpu.gin \
     --steps=10 --warmup=3 "$@" 2>&1 | grep -v '^[IW][0-9]' | tee "$OUT/bench_$name.txt" \
     || status=1
 }

@@ -149,10 +149,11 @@ def score_model(config: models.TransformerConfig, params, items, *,
 
 
 def save(path: str, cache: dict) -> None:
-  """Writes atomically (a reader never sees half a file)."""
+  """Writes atomically (a reader never sees half a file), stamped with the cache version
+  unless `cache` carries one (a teacher-forced-only cache from `teacher_forced` does not)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + '.tmp.npz'
-  np.savez_compressed(tmp, **cache)
+  np.savez_compressed(tmp, **{'version': np.array(CACHE_VERSION, np.int32), **cache})
   os.replace(tmp, path)
 
 

@@ -81,6 +81,12 @@ def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
   decoded = probe._large_cache(run, max(run.steps), 1, 40, str(tmp_path))
   forced = probe._large_cache(run, max(run.steps), 1, 40, str(tmp_path), decode=False)
   assert 'generated' not in forced
+  # A second probe over the same --out reads both back (the teacher-forced one used to
+  # lack the cache version, and the rerun failed on it).
+  for decode, first in ((True, decoded), (False, forced)):
+    again = probe._large_cache(run, max(run.steps), 1, 40, str(tmp_path), decode=decode)
+    assert again.keys() == first.keys() | {'version'}
+    assert all(np.array_equal(again[k], first[k]) for k in first)
   agree = metrics_lib.item_metrics(decoded)['exact_match'] == probe._all_argmax_correct(forced)
   assert np.mean(agree) >= 0.975
 
