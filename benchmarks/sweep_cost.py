@@ -60,7 +60,7 @@ def main(argv):
   if len(steps) != 2 or steps[0] < 1 or steps[0] == steps[1]:
     _fail(f'--steps must be two different positive step counts, got {_STEPS.value}')
   if _PARALLEL.value < 1:
-    _fail(f'--parallel must be at least 1, got {_PARALLEL.value}')
+    _fail(f'--parallel must be >= 1, got {_PARALLEL.value}')
   try:
     gin.parse_config_files_and_bindings(_GIN_FILE.value, [], finalize_config=False)
     config = sweep.SweepConfig()

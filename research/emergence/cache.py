@@ -84,6 +84,7 @@ def teacher_forced(config, params, items, batch_size: int = 256) -> dict[str, np
     out['sum_p2'][i, :t] = sum_p2[i, span]
     out['target'][i, :t] = it.target_ids
     out['target_mask'][i, :t] = 1
+  out['version'] = np.array(CACHE_VERSION, np.int32)
   return out
 
 
@@ -143,17 +144,15 @@ def score_model(config: models.TransformerConfig, params, items, *,
       item_id=np.array([it.item_id for it in items]),
       task=np.array([it.task for it in items]),
       length=np.array([it.length for it in items], np.int32),
-      terminator=np.array(arithmetic.TERMINATOR_ID, np.int32),
-      version=np.array(CACHE_VERSION, np.int32))
+      terminator=np.array(arithmetic.TERMINATOR_ID, np.int32))
   return cache
 
 
 def save(path: str, cache: dict) -> None:
-  """Writes atomically (a reader never sees half a file), stamped with the cache version
-  unless `cache` carries one (a teacher-forced-only cache from `teacher_forced` does not)."""
+  """Writes atomically (a reader never sees half a file)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + '.tmp.npz'
-  np.savez_compressed(tmp, **{'version': np.array(CACHE_VERSION, np.int32), **cache})
+  np.savez_compressed(tmp, **cache)
   os.replace(tmp, path)
 
 
@@ -161,5 +160,6 @@ def load(path: str) -> dict[str, np.ndarray]:
   with np.load(path, allow_pickle=False) as data:
     cache = {k: data[k] for k in data.files}
   if int(cache.get('version', -1)) != CACHE_VERSION:
-    raise ValueError(f'{path}: cache version {cache.get("version")} != {CACHE_VERSION}')
+    raise ValueError(f'{path}: cache version {cache.get("version")} != {CACHE_VERSION} '
+                     '(delete it to score again)')
   return cache

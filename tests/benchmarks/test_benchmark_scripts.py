@@ -97,7 +97,7 @@ def test_profile_train_step_breaks_down_both_frameworks_steps():
     ('sweep_cost.py', ['--gin_file=gin_configs/sweeps/ci.gin', '--steps=10'],
      "--steps must be two different positive step counts, got ['10']"),
     ('sweep_cost.py', ['--gin_file=gin_configs/sweeps/ci.gin', '--parallel=0'],
-     '--parallel must be at least 1, got 0'),
+     '--parallel must be >= 1, got 0'),
     ('profile_train_step.py', [TINY, '--gin_bindings=NoSuch.x = 1'],
      "bad gin config: No configurable matching 'NoSuch'"),
     ('train_step.py', [TINY, '--torch', "--gin_bindings=TransformerConfig.family = 'encoder'"],

@@ -60,6 +60,10 @@ def main():
   for family in ('decoder', 'encoder_decoder'):
     results[family] = {'one': _losses(family, one), 'cube': _losses(family, cube)}
   results['specs'] = {preset: _specs(preset) for preset in ('fsdp_tensor', 'data_parallel')}
+  subset = parallel.make_mesh(parallel.MeshConfig(fsdp=2, num_devices=4))
+  results['subset'] = {'shape': dict(subset.shape),
+                       'ids': sorted(d.id for d in subset.devices.flat),
+                       'first_ids': sorted(d.id for d in jax.devices()[:4])}
   try:
     parallel.make_mesh(parallel.MeshConfig(data=3, fsdp=2, tensor=2))
     results['bad_mesh'] = None

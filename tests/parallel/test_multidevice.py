@@ -53,6 +53,12 @@ def test_data_parallel_preset_replicates_parameters(results):
     assert spec['shard_shape'] == spec['shape'], name
 
 
+def test_num_devices_takes_the_first_devices(results):
+  subset = results['subset']
+  assert subset['shape'] == {'data': 2, 'fsdp': 2, 'tensor': 1}
+  assert subset['ids'] == subset['first_ids'] and len(subset['ids']) == 4
+
+
 def test_a_mesh_that_does_not_fit_is_one_clear_line(results):
   message = results['bad_mesh']
   assert message == 'mesh (data=3, fsdp=2, tensor=2) needs 12 devices but 8 are available'
