@@ -167,6 +167,37 @@ def eval_items(n_per_length: int = 200, *, seed: int = EVAL_SEED, k_shots: int =
   return items
 
 
+def _digit_ids(numbers: np.ndarray, width: int) -> np.ndarray:
+  """[n, width] token ids of `digits(number, width)` for each number (LSB first)."""
+  powers = 10 ** np.arange(width, dtype=np.int64)
+  return DIGIT_IDS[(numbers[:, None] // powers) % 10]
+
+
+def addition_tokens(length: int, start: int, stop: int, *, seed: int = EVAL_SEED,
+                    k_shots: int = 2) -> np.ndarray:
+  """[stop - start, prompt + L + 1] token ids of eval items start..stop-1 of `add length`:
+  exactly `prompt_ids + target_ids` of `make_item(seed, 'add', length, i, k_shots)` (the
+  same draws, in the same order), built without the strings, for large evals. Every row has
+  the same length; the answer and terminator are the last L + 1 tokens."""
+  if length not in LENGTHS:
+    raise ValueError(f'addition length must be in 1..8, got {length}')
+  draws = np.empty((stop - start, k_shots + 1, 2), np.int64)  # (c, a) of every problem
+  for row, index in enumerate(range(start, stop)):
+    rng = np.random.default_rng([seed, _TASK_CODES['add'], length, index])
+    for p in range(k_shots + 1):  # make_problem's two draws
+      c = int(rng.integers(0, 10**length))
+      draws[row, p] = c, int(rng.integers(0, c + 1))
+  n = stop - start
+  plus = np.full((n, 1), _CHAR_TO_ID['+'], np.int32)
+  stop_id = np.full((n, 1), TERMINATOR_ID, np.int32)
+  parts = []
+  for p in range(k_shots + 1):
+    c, a = draws[:, p, 0], draws[:, p, 1]
+    parts += [_digit_ids(a, WIDTH), plus, _digit_ids(c - a, WIDTH), _digit_ids(c, length),
+              stop_id]
+  return np.concatenate(parts, axis=1).astype(np.int32)
+
+
 def max_sequence_length(k_shots: int = 2, max_length: int = max(LENGTHS)) -> int:
   """Tokens of the longest example (prompt + target)."""
   return (k_shots + 1) * (2 * WIDTH + 1 + max_length + 1)

@@ -88,6 +88,35 @@ def teacher_forced(config, params, items, batch_size: int = 256) -> dict[str, np
   return out
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _answer_correct(config, params, tokens_bs, answer_len):
+  """[b, answer_len] bool: the argmax is the next token at each of the last answer_len
+  positions (rows of one length, no padding)."""
+  module = models.build(config)
+  b, s = tokens_bs.shape
+  logits = module.apply({'params': params}, decoder_input_tokens=tokens_bs,
+                        decoder_segment_ids=jnp.ones_like(tokens_bs),
+                        decoder_positions=jnp.broadcast_to(jnp.arange(s), (b, s)),
+                        decoder_causal_attention=jnp.zeros_like(tokens_bs))
+  predicted = jnp.argmax(logits[:, s - answer_len - 1:s - 1], -1)
+  return predicted == tokens_bs[:, s - answer_len:]
+
+
+def answer_correct(config, params, tokens: np.ndarray, answer_len: int,
+                   batch_size: int = 1024) -> np.ndarray:
+  """`_answer_correct` over equal-length rows (arithmetic.addition_tokens) in fixed-shape
+  batches: per row and answer position (digits, then the terminator), whether the
+  teacher-forced argmax is the target. The same predictions as `teacher_forced`'s argmax
+  (tests/emergence/test_probe.py), without the per-position arrays it keeps."""
+  out = []
+  for lo, hi in _batched(len(tokens), batch_size):
+    chunk = tokens[lo:hi]
+    if hi - lo < batch_size:  # one compiled shape: pad the last batch with copies
+      chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - (hi - lo), 0)])
+    out.append(np.asarray(_answer_correct(config, params, chunk, answer_len))[:hi - lo])
+  return np.concatenate(out) if out else np.zeros((0, answer_len), bool)
+
+
 def greedy(config, params, items, batch_size: int = 256) -> np.ndarray:
   """[items, max L + 1] greedy continuations (pad after the terminator).
 

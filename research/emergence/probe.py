@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from typing import Sequence
 
 import flax.linen as nn
@@ -225,7 +226,9 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
   position and the terminator", which is greedy exact match item for item (greedy emits
   the gold answer exactly when every teacher-forced argmax is gold) at a quarter of the
   cost of decoding; `identity` is the share of the first look's decoded items on which the
-  two agree (1.0 but for argmax ties).
+  two agree (1.0 but for argmax ties). It keeps counts, not items (`_answer_counts`:
+  streamed in chunks, saved after each, resumed after an interruption), so its size is
+  bounded by time, not memory.
   `items_needed` (`items_to_resolve(predicted)`) says how far out of reach the others are.
   One row per cell; the large caches are kept beside the others and reused."""
   max_large = max(max_large, large)
@@ -244,7 +247,8 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
       big = _large_cache(run, step, length, large, out_dir)
       hits = metrics_lib.item_metrics(big)['exact_match']
       identity = float(np.mean(hits == _all_argmax_correct(big)))
-      low, _ = sharpness.clopper_pearson(int(hits.sum()), hits.size)
+      n_items, n_hits = hits.size, int(hits.sum())
+      low, _ = sharpness.clopper_pearson(n_hits, n_items)
       predicted = _position_accuracy_product(big, length)
       needed = items_to_resolve(predicted, chance)
       if low <= chance and needed <= max_large and large < max_large:
@@ -252,16 +256,16 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
         n = large
         while n < max(needed, large + 1) and n < max_large:
           n = min(4 * n, max_large)
-        big = _large_cache(run, step, length, n, out_dir, decode=False)
-        hits = _all_argmax_correct(big)
-        predicted = _position_accuracy_product(big, length)
+        counts = _answer_counts(run, step, length, n, out_dir, log=log)
+        n_items, n_hits = int(counts['done']), int(counts['hits'])
+        predicted = float(np.prod(counts['position_correct'] / n_items))
         needed = items_to_resolve(predicted, chance)
         looks = 2
       # Bonferroni over the looks: the second eval contains the first.
-      low, high = sharpness.clopper_pearson(int(hits.sum()), hits.size, alpha=0.05 / looks)
+      low, high = sharpness.clopper_pearson(n_hits, n_items, alpha=0.05 / looks)
       row = {'run_id': run.run_id, 'n_params': run.info.get('n_params'), 'step': step,
              'L': length, 'small_n': small, 'small_hits': int(hits[:small].sum()),
-             'large_n': int(hits.size), 'large_hits': int(hits.sum()),
+             'large_n': n_items, 'large_hits': n_hits,
              'ci_low': float(low), 'ci_high': float(high), 'chance': chance,
              'above_chance': bool(low > chance), 'predicted': predicted,
              'items_needed': needed, 'looks': looks, 'identity': identity}
@@ -284,23 +288,54 @@ def _all_argmax_correct(cache: dict) -> np.ndarray:
       cache['target_mask'])['correct'], axis=1)
 
 
-def _large_cache(run: Run, step: int, length: int, n: int, out_dir: str,
-                 decode: bool = True) -> dict:
-  """The cache of `n` addition items of length `length` (greedy decode included unless
-  `decode` is False: then the teacher-forced pass only)."""
-  suffix = '' if decode else '_tf'
-  path = os.path.join(out_dir, 'cache', run.run_id,
-                      f'step_{step}_large{n}_L{length}{suffix}.npz')
+def _large_cache(run: Run, step: int, length: int, n: int, out_dir: str) -> dict:
+  """The cache (teacher-forced pass and greedy decode) of the first `n` items of `add
+  length`: the first look."""
+  path = os.path.join(out_dir, 'cache', run.run_id, f'step_{step}_large{n}_L{length}.npz')
   if os.path.exists(path):
     return cache_lib.load(path)
   items = arithmetic.eval_items(n, lengths=[length], include_mul=False)
   params = nn.meta.unbox(load_params(run, step))
-  if decode:
-    big = cache_lib.score_model(model_config(run), params, items, with_mc=False)
-  else:
-    big = cache_lib.teacher_forced(model_config(run), params, items)
+  big = cache_lib.score_model(model_config(run), params, items, with_mc=False)
   cache_lib.save(path, big)
   return big
+
+
+COUNT_CHUNK = 65536  # items per chunk of the second look (about 0.2 GB of tokens and logits)
+
+
+def _answer_counts(run: Run, step: int, length: int, n: int, out_dir: str, *,
+                   chunk: int = COUNT_CHUNK, log=print) -> dict:
+  """The second look, streamed: over the first `n` items of `add length`, the number of
+  items whose teacher-forced argmax is the target at every answer position and the
+  terminator (`hits`), and the number correct at each position (`position_correct`),
+  counted chunk by chunk (arithmetic.addition_tokens -> cache.answer_correct), so memory
+  stays flat at any `n`. The counts are saved after every chunk (written atomically), and
+  a rerun goes on from the last one (`done` items so far); progress is logged about every
+  30 s with the rate and the time left."""
+  path = os.path.join(out_dir, 'cache', run.run_id, f'step_{step}_large{n}_L{length}_counts.npz')
+  state = (cache_lib.load(path) if os.path.exists(path) else
+           {'done': np.int64(0), 'hits': np.int64(0),
+            'position_correct': np.zeros(length + 1, np.int64)})
+  if state['done'] >= n:
+    return state
+  config, params = model_config(run), nn.meta.unbox(load_params(run, step))
+  start, first, last_log = time.time(), int(state['done']), time.time()
+  while state['done'] < n:
+    lo = int(state['done'])
+    hi = min(lo + chunk, n)
+    correct = cache_lib.answer_correct(config, params,
+                                       arithmetic.addition_tokens(length, lo, hi), length + 1)
+    state = {'done': np.int64(hi), 'hits': state['hits'] + correct.all(1).sum(),
+             'position_correct': state['position_correct'] + correct.sum(0),
+             'version': np.int32(cache_lib.CACHE_VERSION)}
+    cache_lib.save(path, state)
+    if time.time() - last_log > 30 or hi == n:
+      last_log = time.time()
+      rate = (hi - first) / max(last_log - start, 1e-9)
+      log(f'probe: resolution {run.run_id} L={length}: {hi:,}/{n:,} items, '
+          f'{rate:,.0f} items/s, {int(state["hits"])} hits, {(n - hi) / rate:.0f} s left')
+  return state
 
 
 def acceptance(table: pd.DataFrame, sharp: pd.DataFrame, *, min_lengths: int = 4,

@@ -73,22 +73,51 @@ def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
   assert checks['resolution']['zero_cells'] == len(resolved)
   assert str(tmp_path / 'resolution.png') in result['figures']
   assert (resolved['identity'] >= 0.975).all()  # at most 1 of 40 items an argmax tie
-  # The second look's teacher-forced-only cache gives greedy exact match item for item.
+
+
+def test_second_look_counts_match_the_decoded_items_and_resume(sweep, tmp_path, monkeypatch):
+  """The streamed second look counts what the first look's teacher-forced pass says, item
+  for item, and greedy exact match with it (but for argmax ties); interrupted, a rerun goes
+  on from the last saved chunk; finished, a rerun reads the counts without the model."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from research.emergence import cache as cache_lib  # pylint: disable=g-import-not-at-top
   from research.emergence import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   runs, _ = probe.find_runs(sweep)
   run = next(r for r in runs if r.run_id == 'n100000_s0')
-  decoded = probe._large_cache(run, max(run.steps), 1, 40, str(tmp_path))
-  forced = probe._large_cache(run, max(run.steps), 1, 40, str(tmp_path), decode=False)
-  assert 'generated' not in forced
-  # A second probe over the same --out reads both back (the teacher-forced one used to
-  # lack the cache version, and the rerun failed on it).
-  for decode, first in ((True, decoded), (False, forced)):
-    again = probe._large_cache(run, max(run.steps), 1, 40, str(tmp_path), decode=decode)
-    assert again.keys() == first.keys()
-    assert all(np.array_equal(again[k], first[k]) for k in first)
-  agree = metrics_lib.item_metrics(decoded)['exact_match'] == probe._all_argmax_correct(forced)
-  assert np.mean(agree) >= 0.975
+  step, out = max(run.steps), str(tmp_path)
+  decoded = probe._large_cache(run, step, 2, 40, out)
+  forced = metrics_lib.teacher_forced_scores(
+      decoded['logp_target'], decoded['sum_p2'], decoded['argmax'], decoded['target'],
+      decoded['target_mask'])['correct'][:, :3]
+  assert 0 < forced.all(1).sum() < 40  # the tiny model solves some 2-digit items, not all
+  counts = probe._answer_counts(run, step, 2, 40, out, chunk=16, log=lambda _: None)
+  assert int(counts['done']) == 40 and int(counts['hits']) == forced.all(1).sum()
+  np.testing.assert_array_equal(counts['position_correct'], forced.sum(0))
+  decoded_hits = metrics_lib.item_metrics(decoded)['exact_match']
+  assert abs(int(counts['hits']) - decoded_hits.sum()) <= 1
+  # A run stopped after its first chunk of 16 goes on from there: 24 more rows, same counts.
+  scored, real = [], cache_lib.answer_correct
+
+  def failing(config, params, tokens, answer_len):
+    scored.append(len(tokens))
+    if len(scored) == 2:
+      raise KeyboardInterrupt
+    return real(config, params, tokens, answer_len)
+
+  again = str(tmp_path / 'again')
+  monkeypatch.setattr(cache_lib, 'answer_correct', failing)
+  with pytest.raises(KeyboardInterrupt):
+    probe._answer_counts(run, step, 2, 40, again, chunk=16, log=lambda _: None)
+  scored.clear()
+  monkeypatch.setattr(cache_lib, 'answer_correct',
+                      lambda *a: scored.append(len(a[2])) or real(*a))
+  lines = []
+  resumed = probe._answer_counts(run, step, 2, 40, again, chunk=16, log=lines.append)
+  assert scored == [16, 8] and lines[-1].startswith(f'probe: resolution {run.run_id} L=2: 40/40')
+  assert {k: np.asarray(resumed[k]).tolist() for k in ('done', 'hits', 'position_correct')} == {
+      k: np.asarray(counts[k]).tolist() for k in ('done', 'hits', 'position_correct')}
+  monkeypatch.setattr(probe, 'load_params', lambda *a: pytest.fail('reloaded the model'))
+  assert int(probe._answer_counts(run, step, 2, 40, again)['hits']) == int(counts['hits'])
 
 
 def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
@@ -100,10 +129,16 @@ def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
   rate = {2: 0.05, 3: 2e-3, 4: 1e-3, 5: 2e-5, 8: 1e-7}  # true and predicted exact match
   scored = []
 
-  def large_cache(run, step, length, n, out_dir, decode=True):
+  def large_cache(run, step, length, n, out_dir):
     del run, step, out_dir
-    scored.append((length, n, decode))
+    scored.append((length, n, True))
     return {'L': length, 'n': n}
+
+  def answer_counts(run, step, length, n, out_dir, log):
+    del run, step, out_dir, log
+    scored.append((length, n, False))
+    hits = int(n * rate[length])  # position_correct's product is the rate again
+    return {'done': n, 'hits': hits, 'position_correct': np.array([hits] + [n] * length)}
 
   def hits_of(cache):
     return np.arange(cache['n']) < int(cache['n'] * rate[cache['L']])
@@ -115,6 +150,7 @@ def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
     return {'exact_match': hits_of(cache)}
 
   monkeypatch.setattr(probe, '_large_cache', large_cache)
+  monkeypatch.setattr(probe, '_answer_counts', answer_counts)
   monkeypatch.setattr(probe.metrics_lib, 'item_metrics', item_metrics)
   monkeypatch.setattr(probe, '_all_argmax_correct', hits_of)
   monkeypatch.setattr(probe, '_position_accuracy_product', lambda cache, L: rate[L])

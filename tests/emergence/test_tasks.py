@@ -62,6 +62,19 @@ def test_eval_set_is_deterministic_and_a_prefix_of_the_large_one():
   assert len(small) == 5 * 9
 
 
+def test_addition_tokens_are_the_eval_items_tokens():
+  """The large eval's fast path builds exactly the items' prompt + target ids, any range."""
+  for length, start, stop in ((1, 0, 30), (4, 190, 230), (8, 5, 9)):
+    tokens = ar.addition_tokens(length, start, stop)
+    want = [ar.make_item(ar.EVAL_SEED, 'add', length, i) for i in range(start, stop)]
+    assert tokens.tolist() == [it.prompt_ids + it.target_ids for it in want]
+  assert ar.addition_tokens(3, 0, 4, seed=11, k_shots=1).tolist() == [
+      ar.make_item(11, 'add', 3, i, k_shots=1).prompt_ids
+      + ar.make_item(11, 'add', 3, i, k_shots=1).target_ids for i in range(4)]
+  with pytest.raises(ValueError, match='must be in 1..8'):
+    ar.addition_tokens(9, 0, 1)
+
+
 def test_eval_set_is_not_the_training_stream():
   """Train draws use another seed namespace: long problems essentially never collide."""
   evals = {it.prompt.split(';')[-1] for it in ar.eval_items(200) if it.length >= 5}
