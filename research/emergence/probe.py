@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from typing import Sequence
 
@@ -310,13 +311,21 @@ def _answer_counts(run: Run, step: int, length: int, n: int, out_dir: str, *,
   items whose teacher-forced argmax is the target at every answer position and the
   terminator (`hits`), and the number correct at each position (`position_correct`),
   counted chunk by chunk (arithmetic.addition_tokens -> cache.answer_correct), so memory
-  stays flat at any `n`. The counts are saved after every chunk (written atomically), and
-  a rerun goes on from the last one (`done` items so far); progress is logged about every
-  30 s with the rate and the time left."""
-  path = os.path.join(out_dir, 'cache', run.run_id, f'step_{step}_large{n}_L{length}_counts.npz')
-  state = (cache_lib.load(path) if os.path.exists(path) else
-           {'done': np.int64(0), 'hits': np.int64(0),
-            'position_correct': np.zeros(length + 1, np.int64)})
+  stays flat at any `n`. The counts are saved after every chunk (written atomically); a
+  rerun goes on from the last one (`done` items so far), and a larger look of the same cell
+  from the largest count already made (the items are a prefix of one sequence). Progress
+  is logged about every 30 s with the rate and the time left."""
+  folder = os.path.join(out_dir, 'cache', run.run_id)
+  path = os.path.join(folder, f'step_{step}_large{n}_L{length}_counts.npz')
+  state = {'done': np.int64(0), 'hits': np.int64(0),
+           'position_correct': np.zeros(length + 1, np.int64)}
+  # Any earlier count of this cell, finished or not, covers a prefix of these items.
+  pattern = re.compile(rf'step_{step}_large(\d+)_L{length}_counts\.npz$')
+  for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    if pattern.match(name):
+      earlier = cache_lib.load(os.path.join(folder, name))
+      if state['done'] < earlier['done'] <= n:
+        state = earlier
   if state['done'] >= n:
     return state
   config, params = model_config(run), nn.meta.unbox(load_params(run, step))

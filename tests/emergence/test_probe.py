@@ -116,8 +116,13 @@ def test_second_look_counts_match_the_decoded_items_and_resume(sweep, tmp_path, 
   assert scored == [16, 8] and lines[-1].startswith(f'probe: resolution {run.run_id} L=2: 40/40')
   assert {k: np.asarray(resumed[k]).tolist() for k in ('done', 'hits', 'position_correct')} == {
       k: np.asarray(counts[k]).tolist() for k in ('done', 'hits', 'position_correct')}
+  # A larger look of the same cell starts from the 40 items counted: 8 more rows.
+  scored.clear()
+  bigger = probe._answer_counts(run, step, 2, 48, again, chunk=16, log=lambda _: None)
+  assert scored == [8] and int(bigger['done']) == 48
   monkeypatch.setattr(probe, 'load_params', lambda *a: pytest.fail('reloaded the model'))
   assert int(probe._answer_counts(run, step, 2, 40, again)['hits']) == int(counts['hits'])
+  assert int(probe._answer_counts(run, step, 2, 48, again)['hits']) == int(bigger['hits'])
 
 
 def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
