@@ -181,6 +181,8 @@ def addition_tokens(length: int, start: int, stop: int, *, seed: int = EVAL_SEED
   the same length; the answer and terminator are the last L + 1 tokens."""
   if length not in LENGTHS:
     raise ValueError(f'addition length must be in 1..8, got {length}')
+  if not 0 <= start <= stop:
+    raise ValueError(f'need 0 <= start <= stop, got start={start}, stop={stop}')
   draws = np.empty((stop - start, k_shots + 1, 2), np.int64)  # (c, a) of every problem
   for row, index in enumerate(range(start, stop)):
     rng = np.random.default_rng([seed, _TASK_CODES['add'], length, index])

@@ -19,11 +19,13 @@ import json
 import os
 import re
 import time
+import zipfile
 from typing import Sequence
 
 import flax.linen as nn
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from research.data import arithmetic
 from research.emergence import cache as cache_lib
@@ -200,16 +202,25 @@ def _position_accuracy_product(cache: dict, length: int, select=None) -> float:
   return float(np.prod(acc[:, :length + 1].mean(0)))
 
 
-def items_to_resolve(rate: float, chance: float) -> float:
+def items_to_resolve(rate: float, chance: float, *, alpha: float = 0.05,
+                     power: float = 0.5) -> float:
   """The fewest eval items (on a 2% grid) at which a cell with true exact match `rate`
-  would put its Clopper-Pearson lower bound above `chance`, taking its expected hit
-  count; inf if `rate` is not above chance."""
+  puts its Clopper-Pearson lower bound (at level 1 - alpha) above `chance` with
+  probability `power`; inf if `rate` is not above chance. The lower bound for k hits of n
+  is above p0 exactly when P(Binomial(n, p0) >= k) < alpha / 2, so with k_min(n) the
+  fewest such hits, the chance is P(Binomial(n, rate) >= k_min(n)). power = 0.5 is about
+  "the expected hit count resolves it"."""
   if not rate > chance:
     return float('inf')
   n = np.unique(np.round(np.geomspace(10, 1e13, 1500)))
-  low, _ = sharpness.clopper_pearson(np.floor(n * rate).astype(np.int64), n.astype(np.int64))
-  above = np.asarray(low) > chance
-  return float(n[np.argmax(above)]) if above.any() else float('inf')
+  k_min = stats.binom.isf(alpha / 2, n, chance) + 1
+  resolved = stats.binom.sf(k_min - 1, n, rate) >= power
+  return float(n[np.argmax(resolved)]) if resolved.any() else float('inf')
+
+
+# The second look is sized for this chance of resolving a cell whose per-position
+# accuracies predict its rate (at the two looks' Bonferroni level).
+SECOND_LOOK_POWER = 0.9
 
 
 def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 200,
@@ -222,7 +233,8 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
   With `max_large` > `large`, a cell whose lower bound is not above chance gets one more
   look, on large x 4^k items (capped at `max_large`), enough for the exact match its
   per-position accuracies predict (`predicted`) to be resolved, where that fits within
-  `max_large`; its interval is then at 97.5% (Bonferroni over the two looks). The second
+  `max_large` (`items_needed`: enough for a 90% chance of resolving that rate at the 97.5%
+  level); its interval is then at 97.5% (Bonferroni over the two looks). The second
   look scores exact match from one teacher-forced pass, as "argmax correct at every answer
   position and the terminator", which is greedy exact match item for item (greedy emits
   the gold answer exactly when every teacher-forced argmax is gold) at a quarter of the
@@ -230,8 +242,10 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
   two agree (1.0 but for argmax ties). It keeps counts, not items (`_answer_counts`:
   streamed in chunks, saved after each, resumed after an interruption), so its size is
   bounded by time, not memory.
-  `items_needed` (`items_to_resolve(predicted)`) says how far out of reach the others are.
-  One row per cell; the large caches are kept beside the others and reused."""
+  `items_needed` says how far out of reach the others are. `small_hits` is greedy exact
+  match on the first `small` items (0: that is why the cell is here), `large_hits` of the
+  last look. One row per cell; the large caches and counts are kept beside the others and
+  reused."""
   max_large = max(max_large, large)
   rows = []
   for run in runs:
@@ -251,7 +265,7 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
       n_items, n_hits = hits.size, int(hits.sum())
       low, _ = sharpness.clopper_pearson(n_hits, n_items)
       predicted = _position_accuracy_product(big, length)
-      needed = items_to_resolve(predicted, chance)
+      needed = items_to_resolve(predicted, chance, alpha=0.025, power=SECOND_LOOK_POWER)
       if low <= chance and needed <= max_large and large < max_large:
         # One more look, sized once from the prediction (large x 4^k items, capped).
         n = large
@@ -260,7 +274,7 @@ def resolution(runs: Sequence[Run], caches: dict, out_dir: str, *, small: int = 
         counts = _answer_counts(run, step, length, n, out_dir, log=log)
         n_items, n_hits = int(counts['done']), int(counts['hits'])
         predicted = float(np.prod(counts['position_correct'] / n_items))
-        needed = items_to_resolve(predicted, chance)
+        needed = items_to_resolve(predicted, chance, alpha=0.025, power=SECOND_LOOK_POWER)
         looks = 2
       # Bonferroni over the looks: the second eval contains the first.
       low, high = sharpness.clopper_pearson(n_hits, n_items, alpha=0.05 / looks)
@@ -302,7 +316,7 @@ def _large_cache(run: Run, step: int, length: int, n: int, out_dir: str) -> dict
   return big
 
 
-COUNT_CHUNK = 65536  # items per chunk of the second look (about 0.2 GB of tokens and logits)
+COUNT_CHUNK = 65536  # items per chunk of the second look (about 20 MB of tokens)
 
 
 def _answer_counts(run: Run, step: int, length: int, n: int, out_dir: str, *,
@@ -323,7 +337,11 @@ def _answer_counts(run: Run, step: int, length: int, n: int, out_dir: str, *,
   pattern = re.compile(rf'step_{step}_large(\d+)_L{length}_counts\.npz$')
   for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
     if pattern.match(name):
-      earlier = cache_lib.load(os.path.join(folder, name))
+      try:
+        earlier = cache_lib.load(os.path.join(folder, name))
+      except (OSError, ValueError, zipfile.BadZipFile) as e:
+        log(f'probe: {run.run_id}: ignoring unreadable count {name} ({type(e).__name__})')
+        continue
       if state['done'] < earlier['done'] <= n:
         state = earlier
   if state['done'] >= n:

@@ -116,10 +116,27 @@ def test_second_look_counts_match_the_decoded_items_and_resume(sweep, tmp_path, 
   assert scored == [16, 8] and lines[-1].startswith(f'probe: resolution {run.run_id} L=2: 40/40')
   assert {k: np.asarray(resumed[k]).tolist() for k in ('done', 'hits', 'position_correct')} == {
       k: np.asarray(counts[k]).tolist() for k in ('done', 'hits', 'position_correct')}
-  # A larger look of the same cell starts from the 40 items counted: 8 more rows.
+  # A larger look of the same cell starts from the 40 items counted: 8 more rows, the same
+  # counts as 48 counted from scratch. Counts of another step or L are never used (decoys
+  # with absurd counts), nor a larger one for a smaller look: 16 items are counted again.
+  folder = os.path.join(again, 'cache', run.run_id)
+  decoy = {'done': np.int64(44), 'hits': np.int64(10**6),
+           'position_correct': np.full(3, 10**6), 'version': np.int32(cache_lib.CACHE_VERSION)}
+  cache_lib.save(os.path.join(folder, f'step_{step}0_large44_L2_counts.npz'), decoy)
+  cache_lib.save(os.path.join(folder, f'step_{step}_large44_L12_counts.npz'), decoy)
+  with open(os.path.join(folder, f'step_{step}_large45_L2_counts.npz'), 'w') as f:
+    f.write('garbage')
   scored.clear()
-  bigger = probe._answer_counts(run, step, 2, 48, again, chunk=16, log=lambda _: None)
-  assert scored == [8] and int(bigger['done']) == 48
+  lines.clear()
+  bigger = probe._answer_counts(run, step, 2, 48, again, chunk=16, log=lines.append)
+  assert scored == [8] and any('ignoring unreadable count' in line for line in lines)
+  fresh = probe._answer_counts(run, step, 2, 48, str(tmp_path / 'fresh'), chunk=64,
+                               log=lambda _: None)
+  assert {k: np.asarray(bigger[k]).tolist() for k in ('done', 'hits', 'position_correct')} == {
+      k: np.asarray(fresh[k]).tolist() for k in ('done', 'hits', 'position_correct')}
+  scored.clear()
+  probe._answer_counts(run, step, 2, 16, again, chunk=16, log=lambda _: None)
+  assert scored == [16]
   monkeypatch.setattr(probe, 'load_params', lambda *a: pytest.fail('reloaded the model'))
   assert int(probe._answer_counts(run, step, 2, 40, again)['hits']) == int(counts['hits'])
   assert int(probe._answer_counts(run, step, 2, 48, again)['hits']) == int(bigger['hits'])
@@ -142,8 +159,8 @@ def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
   def answer_counts(run, step, length, n, out_dir, log):
     del run, step, out_dir, log
     scored.append((length, n, False))
-    hits = int(n * rate[length])  # position_correct's product is the rate again
-    return {'done': n, 'hits': hits, 'position_correct': np.array([hits] + [n] * length)}
+    hits = int(n * rate[length])  # position_correct's product predicts twice the rate
+    return {'done': n, 'hits': hits, 'position_correct': np.array([2 * hits] + [n] * length)}
 
   def hits_of(cache):
     return np.arange(cache['n']) < int(cache['n'] * rate[cache['L']])
@@ -162,22 +179,39 @@ def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
   lengths = np.repeat(list(rate), 200)
   caches = {'r': {7: {'task': np.full(lengths.size, 'add'), 'length': lengths}}}
   run = probe.Run('r', '', {'n_params': 1}, [7])
-  rows = probe.resolution([run], caches, '', small=200, large=500, max_large=8000,
+  rows = probe.resolution([run], caches, '', small=200, large=500, max_large=32000,
                           log=lambda _: None).set_index('L')
-  # L=2: above chance at once; L=3 (needs ~6,100 items) and L=4 (~2,020): one look at
-  # 8,000; L=5 (~6e5) and L=8 (~2e7): out of reach, no second look.
-  assert scored == [(2, 500, True), (3, 500, True), (3, 8000, False), (4, 500, True),
+  # Sized for a 90% chance at the 97.5% level: L=2 is above chance at once; L=3 (needs
+  # ~18,000 items) gets one more look on 32,000, L=4 (~6,700) on 8,000; L=5 (~1.8e6) and
+  # L=8 (~7e7) are out of reach: no second look.
+  assert scored == [(2, 500, True), (3, 500, True), (3, 32000, False), (4, 500, True),
                     (4, 8000, False), (5, 500, True), (8, 500, True)]
+  assert list(rows['large_n']) == [500, 32000, 8000, 500, 500]
+  assert list(rows['large_hits']) == [25, 64, 8, 0, 0]
   assert list(rows['looks']) == [1, 2, 2, 1, 1] and (rows['identity'] == 1.0).all()
   for length, row in rows.iterrows():
     low, high = sharpness.clopper_pearson(row['large_hits'], row['large_n'],
                                           alpha=0.05 / row['looks'])
     assert (row['ci_low'], row['ci_high']) == pytest.approx((float(low), float(high)))
     assert row['above_chance'] == (low > 10.0**-length)
-    assert row['items_needed'] == probe.items_to_resolve(rate[length], 10.0**-length)
+    # after a second look, the rate its counts predict (twice the first look's here)
+    predicted = rate[length] * row['looks']
+    assert row['predicted'] == pytest.approx(predicted)
+    assert row['items_needed'] == probe.items_to_resolve(predicted, 10.0**-length,
+                                                         alpha=0.025, power=0.9)
   assert list(rows['above_chance']) == [True, True, True, False, False]
-  assert 5e5 < rows.loc[5, 'items_needed'] < 7e5 and rows.loc[8, 'items_needed'] > 1e7
+  assert 1e6 < rows.loc[5, 'items_needed'] < 3e6 and rows.loc[8, 'items_needed'] > 3e7
   assert probe.items_to_resolve(1e-8, 1e-8) == float('inf')
+  # The rule against a simulation: at the n it gives, about `power` of the draws resolve.
+  rng = np.random.default_rng(0)
+  for power in (0.5, 0.9):
+    n = int(probe.items_to_resolve(1e-3, 1e-4, alpha=0.025, power=power))
+    low, _ = sharpness.clopper_pearson(rng.binomial(n, 1e-3, size=4000), n, alpha=0.025)
+    assert abs(np.mean(low > 1e-4) - power) < 0.05
+    smaller = int(n * 0.8)
+    low, _ = sharpness.clopper_pearson(rng.binomial(smaller, 1e-3, size=4000), smaller,
+                                       alpha=0.025)
+    assert np.mean(low > 1e-4) < power
   checks = {'resolution': {'zero_cells': 5, 'above_chance': 3, 'small_n': 200,
                            'max_large_n': 8000, 'out_of_reach': 2}}
   line = probe.format_acceptance({'onset': [], 'product': dict(

@@ -73,6 +73,9 @@ def test_addition_tokens_are_the_eval_items_tokens():
       + ar.make_item(11, 'add', 3, i, k_shots=1).target_ids for i in range(4)]
   with pytest.raises(ValueError, match='must be in 1..8'):
     ar.addition_tokens(9, 0, 1)
+  with pytest.raises(ValueError, match='start <= stop'):
+    ar.addition_tokens(2, 5, 4)
+  assert ar.addition_tokens(2, 5, 5).shape[0] == 0
 
 
 def test_eval_set_is_not_the_training_stream():
