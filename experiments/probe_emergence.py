@@ -26,8 +26,9 @@ _LARGE = flags.DEFINE_integer(
     '--n_per_length items are scored again on this many (resolution.csv).')
 _MAX_LARGE = flags.DEFINE_integer(
     'max_large_n_per_length', 0, 'If above --large_n_per_length: a zero cell not above '
-    'chance is scored once more, on --large_n_per_length x 4^k items up to this many, where '
-    'its per-position accuracies predict it can be resolved within them.')
+    'chance is scored once more (teacher-forced, counted in chunks, resumable), on '
+    '--large_n_per_length x 4^k items up to this many, where that gives a 90% chance of '
+    'resolving the rate its per-position accuracies predict.')
 
 
 def _fail(message: str, code: int = 1):
