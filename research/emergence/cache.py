@@ -57,15 +57,23 @@ def _batched(n: int, batch_size: int):
 
 def _forward_in_batches(config, params, sequences, batch_size):
   """Runs _forward_stats over right-padded sequences in fixed-shape batches."""
-  width = max(len(s) for s in sequences)
-  tokens = _right_pad(sequences, width)
+  tokens = _right_pad(sequences, max(len(s) for s in sequences))
+  return list(_map_in_batches(lambda chunk: _forward_stats(config, params, chunk),
+                              tokens, batch_size))
+
+
+def _map_in_batches(fn, rows: np.ndarray, batch_size: int) -> tuple[np.ndarray, ...]:
+  """fn (a tuple of arrays, or one array, with a leading batch axis) over `rows` in batches
+  of exactly batch_size rows, so fn compiles once: the last batch is padded with copies of
+  its first row, whose outputs are dropped. Returns fn's outputs concatenated over rows."""
   outs = []
-  for lo, hi in _batched(len(tokens), batch_size):
-    chunk = tokens[lo:hi]
-    if hi - lo < batch_size:  # one compiled shape: pad the last batch with copies
+  for lo, hi in _batched(len(rows), batch_size):
+    chunk = rows[lo:hi]
+    if hi - lo < batch_size:
       chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - (hi - lo), 0)])
-    outs.append([np.asarray(x)[:hi - lo] for x in _forward_stats(config, params, chunk)])
-  return [np.concatenate(parts) for parts in zip(*outs)]
+    out = fn(chunk)
+    outs.append([np.asarray(x)[:hi - lo] for x in (out if isinstance(out, tuple) else (out,))])
+  return tuple(np.concatenate(parts) for parts in zip(*outs))
 
 
 def teacher_forced(config, params, items, batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -108,13 +116,11 @@ def answer_correct(config, params, tokens: np.ndarray, answer_len: int,
   batches: per row and answer position (digits, then the terminator), whether the
   teacher-forced argmax is the target. The same predictions as `teacher_forced`'s argmax
   (tests/emergence/test_probe.py), without the per-position arrays it keeps."""
-  out = []
-  for lo, hi in _batched(len(tokens), batch_size):
-    chunk = tokens[lo:hi]
-    if hi - lo < batch_size:  # one compiled shape: pad the last batch with copies
-      chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - (hi - lo), 0)])
-    out.append(np.asarray(_answer_correct(config, params, chunk, answer_len))[:hi - lo])
-  return np.concatenate(out) if out else np.zeros((0, answer_len), bool)
+  if not len(tokens):
+    return np.zeros((0, answer_len), bool)
+  correct, = _map_in_batches(lambda chunk: _answer_correct(config, params, chunk, answer_len),
+                             tokens, batch_size)
+  return correct
 
 
 def greedy(config, params, items, batch_size: int = 256) -> np.ndarray:
