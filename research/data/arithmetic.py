@@ -33,6 +33,10 @@ every model (paired comparisons) and a prefix of a larger one; the training stre
 different seed namespace. For L <= 2 there are only 10^(2L) problems, so train and eval
 necessarily overlap there; that is the nature of the task, not a leak.
 
+Training stream: k-shot examples with L uniform over 1..8 and a `mul_fraction` of
+multiplication; `short_operand_fraction` (default 0) replaces that fraction of the addition
+examples by problems with a short second operand (`short_operand_problem`).
+
 Also here: the trainer's `batch_source` for the stream (`arithmetic_source`, gin) and the TFDS
 builder (`builder(...)`), whose class is defined lazily so importing this module stays light.
 """
@@ -208,26 +212,48 @@ def max_sequence_length(k_shots: int = 2, max_length: int = max(LENGTHS)) -> int
 # ------------------------------------------------------------------- the training stream
 
 
+def short_operand_problem(rng: np.random.Generator, length: int) -> Problem:
+  """An L-digit addition whose second operand is short: it has n digits, n uniform in
+  0..L-1 (n = 0: it is 0), and the first is uniform over what keeps the sum below 10^L.
+  Where the short operand's digits are 0, an answer digit is the other operand's digit
+  plus a carry, which a model can learn to read before it learns digit sums. In the eval
+  set's problems (`make_problem`) one operand digit alone tells little about the answer
+  digit (a digit sum mod 10 is uniform given either term), and small models can sit on a
+  loss plateau until they find both at once (README, emergence probe). Lee et al. (2023, "Teaching Arithmetic to Small Transformers", Sec. 4)
+  balance operand digit counts in training data for a similar reason."""
+  n = int(rng.integers(0, length))
+  b = int(rng.integers(0, 10**n))
+  a = int(rng.integers(0, 10**length - b))
+  return Problem('add', length, f'{digits(a, WIDTH)}+{digits(b, WIDTH)}', digits(a + b, length))
+
+
 def _training_problems(rng: np.random.Generator, k_shots: int, mul_fraction: float,
-                       lengths: Sequence[int]) -> list[Problem]:
+                       lengths: Sequence[int], short_operand_fraction: float = 0.0
+                       ) -> list[Problem]:
   if rng.random() < mul_fraction:
     return k_shot_problems(rng, 'mul', MUL_LENGTH, k_shots)
-  return k_shot_problems(rng, 'add', int(rng.choice(lengths)), k_shots)
+  length = int(rng.choice(lengths))
+  if short_operand_fraction and rng.random() < short_operand_fraction:
+    return [short_operand_problem(rng, length) for _ in range(k_shots + 1)]
+  return k_shot_problems(rng, 'add', length, k_shots)
 
 
 def training_example(rng: np.random.Generator, k_shots: int, mul_fraction: float,
-                     lengths: Sequence[int]) -> str:
-  """One full example: k solved shots and the solved query (L uniform over `lengths`)."""
+                     lengths: Sequence[int], short_operand_fraction: float = 0.0) -> str:
+  """One full example: k solved shots and the solved query (L uniform over `lengths`); a
+  `short_operand_fraction` of the addition examples use `short_operand_problem`."""
   return ''.join(p.question + p.answer + TERMINATOR
-                 for p in _training_problems(rng, k_shots, mul_fraction, lengths))
+                 for p in _training_problems(rng, k_shots, mul_fraction, lengths,
+                                             short_operand_fraction))
 
 
 def training_tokens(rng: np.random.Generator, k_shots: int, mul_fraction: float,
-                    lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+                    lengths: Sequence[int], short_operand_fraction: float = 0.0
+                    ) -> tuple[np.ndarray, np.ndarray]:
   """(ids, answer mask) of one example (the same draw as `training_example`): the mask is 1
   on every answer digit and terminator, 0 on the operands."""
   ids, mask = [], []
-  for p in _training_problems(rng, k_shots, mul_fraction, lengths):
+  for p in _training_problems(rng, k_shots, mul_fraction, lengths, short_operand_fraction):
     answer = encode(p.answer + TERMINATOR)
     ids += encode(p.question) + answer
     mask += [0.0] * len(p.question) + [1.0] * len(answer)
@@ -240,9 +266,12 @@ class ArithmeticSource(Iterator[dict]):
 
   def __init__(self, batch_size: int, length: int, seed: int, shard_index: int = 0,
                k_shots: int = 2, mul_fraction: float = 0.1,
-               lengths: Sequence[int] = LENGTHS, loss_on: str = 'answers'):
+               lengths: Sequence[int] = LENGTHS, loss_on: str = 'answers',
+               short_operand_fraction: float = 0.0):
     if loss_on not in ('answers', 'all'):
       raise ValueError(f"loss_on must be 'answers' or 'all', got {loss_on!r}")
+    if not 0.0 <= short_operand_fraction <= 1.0:
+      raise ValueError(f'short_operand_fraction must be in [0, 1], got {short_operand_fraction}')
     need = max_sequence_length(k_shots, max(lengths)) - 1
     if length < need:
       raise ValueError(f'TASK_FEATURE_LENGTHS targets={length} is shorter than the longest '
@@ -250,7 +279,7 @@ class ArithmeticSource(Iterator[dict]):
     self.batch_size, self.length, self.seed, self.shard_index = (batch_size, length, seed,
                                                                  shard_index)
     self.k_shots, self.mul_fraction, self.lengths = k_shots, mul_fraction, tuple(lengths)
-    self.loss_on = loss_on
+    self.loss_on, self.short_operand_fraction = loss_on, short_operand_fraction
     self.index = 0
 
   def __next__(self) -> dict[str, np.ndarray]:
@@ -263,7 +292,8 @@ class ArithmeticSource(Iterator[dict]):
     weights = np.zeros((b, n), np.float32)
     segments = np.zeros((b, n), np.int32)
     for r in range(b):
-      ids, answers = training_tokens(rng, self.k_shots, self.mul_fraction, self.lengths)
+      ids, answers = training_tokens(rng, self.k_shots, self.mul_fraction, self.lengths,
+                                     self.short_operand_fraction)
       m = len(ids) - 1
       inputs[r, :m], targets[r, :m], segments[r, :m] = ids[:-1], ids[1:], 1
       weights[r, :m] = answers[1:] if self.loss_on == 'answers' else 1.0
@@ -285,7 +315,8 @@ def arithmetic_source(family: str, batch_size: int, feature_lengths: Mapping[str
                       seed: int, shard_index: int = 0, num_shards: int = 1,
                       split: str = 'train', k_shots: int = 2, mul_fraction: float = 0.1,
                       lengths: Sequence[int] = LENGTHS, loss_on: str = 'answers',
-                      eval_seed_offset: int = 10_000) -> ArithmeticSource:
+                      eval_seed_offset: int = 10_000,
+                      short_operand_fraction: float = 0.0) -> ArithmeticSource:
   """The trainer's `batch_source` contract (research/train/sources.py), for the stream.
 
   gin: `trainer.train.batch_source = @arithmetic_source`. The trainer's 'eval' split is a
@@ -297,7 +328,7 @@ def arithmetic_source(family: str, batch_size: int, feature_lengths: Mapping[str
   if split != 'train':
     seed += eval_seed_offset
   return ArithmeticSource(batch_size, int(feature_lengths['targets']), seed, shard_index,
-                          k_shots, mul_fraction, lengths, loss_on)
+                          k_shots, mul_fraction, lengths, loss_on, short_operand_fraction)
 
 
 # ------------------------------------------------------------------------ TFDS builder
