@@ -3,7 +3,8 @@
 Stages: (1) `SweepConfig` (gin) names the grid; (2) `plan()` turns it into `Point`s, each with
 a deterministic run_id, its TRAIN_STEPS and the gin bindings of its run; (3) `run_sweep()`
 launches `experiments/train.py --workdir=SWEEP_DIR/<run_id>` for each point through an
-executor ('local' subprocesses, or submitit for slurm), K at a time, printing progress.
+executor ('local' subprocesses, or submitit for slurm: research/scaling/executors.py), K at a
+time, printing progress.
 
 Budgets. A token budget D gives TRAIN_STEPS = round(D / tokens-per-step). An IsoFLOP budget C
 gives, for every model size, D = C / FLOPs-per-token(model) under `flops_convention` (the
@@ -20,11 +21,9 @@ reported, and the others go on; a re-launch retries it.
 The sweep directory holds `sweep.json` (the plan), `sweep_status.json` (state of each run),
 `sweep_events.jsonl` (every launch / done / failed), one directory per run and results.csv.
 """
-import ctypes
 import dataclasses
 import fcntl
 import json
-import math
 import os
 import signal
 import subprocess
@@ -34,14 +33,13 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from research.scaling.executors import LOCK_FILE, LOG_FILE, REPO, LocalExecutor, SubmititExecutor
+
 TRAIN_SCRIPT = os.path.join(REPO, 'experiments', 'train.py')
 # research.train.trainer.COMPLETION_MARKER; scaling does not import train (DESIGN.md).
 COMPLETION_MARKER = 'COMPLETED'
 POINT_FILE = 'sweep_point.json'   # the point a run directory belongs to
 ERROR_FILE = 'error.txt'          # why the last attempt failed
-LOG_FILE = 'train.log'            # the trainer's stdout + stderr, appended per attempt
-LOCK_FILE = '.sweep.lock'
 PLAN_FILE = 'sweep.json'          # in the sweep directory: every point of the grid
 EVENTS_FILE = 'sweep_events.jsonl'  # launch / done / failed, one JSON line each
 
@@ -341,47 +339,7 @@ def command(config: SweepConfig, point: Point, run_dir: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------
-# (2) Executors: start(cmd, run_dir, lock_fd) -> handle; poll(handle) -> None | exit code.
-
-def _die_with_parent():  # runs in the child between fork and exec
-  libc = ctypes.CDLL(None, use_errno=True)
-  libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: the trainer checkpoints and exits
-
-
-class LocalExecutor:
-  """Each run is a child process of the sweep."""
-
-  def start(self, cmd: list[str], run_dir: str, lock_fd: int):
-    log = open(os.path.join(run_dir, LOG_FILE), 'ab')
-    preexec = _die_with_parent if sys.platform.startswith('linux') else None
-    # Own session: a Ctrl-C reaches only the sweep, which then SIGTERMs the trainers so
-    # that they checkpoint (a SIGINT would kill them mid-step).
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                            pass_fds=(lock_fd,), preexec_fn=preexec, start_new_session=True)
-    log.close()
-    return proc
-
-  def poll(self, handle) -> Optional[int]:
-    return handle.poll()
-
-  def terminate(self, handle) -> None:
-    if handle.poll() is None:
-      handle.send_signal(signal.SIGTERM)
-
-  def wait(self, handle, timeout: float) -> None:
-    try:
-      handle.wait(timeout)
-    except subprocess.TimeoutExpired:
-      handle.kill()
-
-
-def _run_in_job(cmd: list[str], run_dir: str) -> int:
-  """Body of a submitit job: the same train.py command, holding the run's lock."""
-  with open(os.path.join(run_dir, LOCK_FILE), 'a') as lock, \
-       open(os.path.join(run_dir, LOG_FILE), 'ab') as log:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-
+# (2) Executors (research/scaling/executors.py).
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -395,57 +353,13 @@ class SlurmConfig:
   additional: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-class SubmititExecutor:
-  """Each run is a submitit job ('slurm' on a cluster; 'submitit_local' runs them here)."""
-
-  def __init__(self, folder: str, cluster: str, slurm: Optional[SlurmConfig] = None):
-    import submitit
-    if cluster == 'local':
-      self._executor = submitit.LocalExecutor(folder=folder)
-      self._executor.update_parameters(timeout_min=(slurm or SlurmConfig()).timeout_min)
-    else:
-      slurm = slurm or SlurmConfig()
-      self._executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-      params = dict(timeout_min=slurm.timeout_min, gpus_per_node=slurm.gpus_per_node,
-                    cpus_per_task=slurm.cpus_per_task, mem_gb=slurm.mem_gb)
-      if slurm.partition:
-        params['slurm_partition'] = slurm.partition
-      params.update({f'slurm_{k}': v for k, v in slurm.additional.items()})
-      self._executor.update_parameters(**params)
-
-  def start(self, cmd: list[str], run_dir: str, lock_fd: int):
-    del lock_fd  # the job takes the lock itself, wherever it runs
-    job = self._executor.submit(_run_in_job, cmd, run_dir)
-    job.run_dir = run_dir
-    return job
-
-  def poll(self, handle) -> Optional[int]:
-    if not handle.done():
-      return None
-    try:
-      return int(handle.result())
-    except Exception as e:  # the job itself failed (node failure, timeout, cancelled)
-      with open(os.path.join(handle.run_dir, LOG_FILE), 'a') as f:
-        f.write(f'submitit job {handle.job_id} failed: {str(e).strip()[-2000:]}\n')
-      return -1
-
-  def terminate(self, handle) -> None:
-    if not handle.done():
-      handle.cancel(check=False)
-
-  def wait(self, handle, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while not handle.done() and time.time() < deadline:
-      time.sleep(0.5)
-
-
 def make_executor(name: str, sweep_dir: str, slurm: Optional[SlurmConfig] = None):
   factories: dict[str, Callable[[], Any]] = {
       'local': LocalExecutor,
       'slurm': lambda: SubmititExecutor(os.path.join(sweep_dir, '_submitit'), 'slurm',
-                                        slurm),
+                                        slurm or SlurmConfig()),
       'submitit_local': lambda: SubmititExecutor(os.path.join(sweep_dir, '_submitit'),
-                                                 'local'),
+                                                 'local', slurm or SlurmConfig()),
   }
   if name not in factories:
     raise SweepError(f'unknown executor {name!r}; one of {sorted(factories)}')
