@@ -213,8 +213,9 @@ def max_sequence_length(k_shots: int = 2, max_length: int = max(LENGTHS)) -> int
 
 
 def short_operand_problem(rng: np.random.Generator, length: int) -> Problem:
-  """An L-digit addition whose second operand is short: it has n digits, n uniform in
-  0..L-1 (n = 0: it is 0), and the first is uniform over what keeps the sum below 10^L.
+  """An L-digit addition with one short operand, first or second with equal odds: it has n
+  digits, n uniform in 0..L-1 (n = 0: it is 0), and the other operand is uniform over what
+  keeps the sum below 10^L.
   Where the short operand's digits are 0, an answer digit is the other operand's digit
   plus a carry, which a model can learn to read before it learns digit sums. In the eval
   set's problems (`make_problem`) one operand digit alone tells little about the answer
@@ -222,8 +223,10 @@ def short_operand_problem(rng: np.random.Generator, length: int) -> Problem:
   loss plateau until they find both at once (README, emergence probe). Lee et al. (2023, "Teaching Arithmetic to Small Transformers", Sec. 4)
   balance operand digit counts in training data for a similar reason."""
   n = int(rng.integers(0, length))
-  b = int(rng.integers(0, 10**n))
-  a = int(rng.integers(0, 10**length - b))
+  short = int(rng.integers(0, 10**n))
+  a, b = int(rng.integers(0, 10**length - short)), short
+  if rng.random() < 0.5:
+    a, b = b, a
   return Problem('add', length, f'{digits(a, WIDTH)}+{digits(b, WIDTH)}', digits(a + b, length))
 
 

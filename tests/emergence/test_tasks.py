@@ -125,17 +125,20 @@ def test_stream_lengths_are_uniform_over_one_to_eight():
 
 def test_short_operand_problems():
   rng = np.random.default_rng(3)
-  short_digits = []
+  short_digits, first_short = [], []
   for length in ar.LENGTHS:
     for _ in range(300):
       p = ar.short_operand_problem(rng, length)
       a, b = (ar.value(x) for x in p.question.split('+'))
       assert len(p.answer) == length and ar.value(p.answer) == a + b < 10**length
-      assert b < 10**(length - 1)
-      short_digits.append((length, len(str(b)) if b else 0))
-  # The short operand's digit count is uniform over 0..L-1 (here: at L = 8, 300 draws).
+      assert min(a, b) < 10**(length - 1)
+      short_digits.append((length, len(str(min(a, b))) if min(a, b) else 0))
+      first_short.append(a < b)
+  # The short operand's digit count is uniform over 0..L-1 (here: at L = 8, 300 draws), and
+  # it comes first or second with equal odds.
   counts = np.bincount([n for length, n in short_digits if length == 8], minlength=8)
   assert counts.min() > 15 and counts.max() < 60
+  assert 0.45 < np.mean(first_short) < 0.55
   # In a stream, a fraction f of the additions are such problems (a regular problem's
   # second operand is below 10^(L-1) with some probability p0: f + (1 - f) p0 in all), and
   # f = 0 leaves the stream exactly as before (the same draws), so old sweeps reproduce.
@@ -145,15 +148,18 @@ def test_short_operand_problems():
             for _ in range(n)]
 
   def short_fraction(fraction):  # query = a (8 digits) + '+' + b (8 digits) + answer (L)
-    qs = queries(fraction)
-    return np.mean([q[ar.WIDTH + len(q) - 2 * ar.WIDTH - 1:2 * ar.WIDTH + 1]
-                    == '0' * (3 * ar.WIDTH + 2 - len(q)) for q in qs])
+    shorts = []
+    for q in queries(fraction):
+      length = len(q) - 2 * ar.WIDTH - 1
+      a, b = q[:ar.WIDTH], q[ar.WIDTH + 1:2 * ar.WIDTH + 1]
+      shorts.append(min(ar.value(a), ar.value(b)) < 10**(length - 1))
+    return np.mean(shorts)
 
   rng = np.random.default_rng(11)
   assert queries(0.0) == [ar.training_example(rng, 2, 0.0, ar.LENGTHS).split(';')[2]
                           for _ in range(2000)]
   p0 = short_fraction(0.0)
-  assert short_fraction(1.0) == 1.0 and 0.05 < p0 < 0.5
+  assert short_fraction(1.0) == 1.0 and 0.05 < p0 < 0.7
   assert abs(short_fraction(0.25) - (0.25 + 0.75 * p0)) < 0.04
   with pytest.raises(ValueError, match='short_operand_fraction'):
     ar.ArithmeticSource(2, 80, 0, short_operand_fraction=1.5)
