@@ -1,0 +1,54 @@
+"""The probe's acceptance on its own CPU sweep, end to end (slow: about 16 min on 2 cores).
+
+Trains `gin_configs/sweeps/emergence_cpu_heads4.gin` (4 sizes x 8 seeds, 4e6 tokens each)
+with experiments/sweep.py, scores it with experiments/probe_emergence.py and the resolution
+check, and asserts what the issue asks of the probe's CPU sweep: for L >= 4 the onset index
+of exact match is below that of 1 - TED/L with a bootstrap interval of the difference below
+0; exact match follows the product of per-position accuracies (Spearman >= 0.95); every
+cell with 0/200 exact matches is above chance on the large eval. And the premise of the
+ladder: every run leaves the loss plateau (per-token accuracy at L = 8 well above 0.1).
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.slow
+def test_heads4_ladder_meets_every_check(tmp_path):
+  sweep_dir, out = tmp_path / 'sweep', tmp_path / 'probe'
+  subprocess.run(
+      [sys.executable, os.path.join(REPO, 'experiments', 'sweep.py'),
+       '--gin_file=gin_configs/sweeps/emergence_cpu_heads4.gin', f'--sweep_dir={sweep_dir}',
+       '--parallel=2'], cwd=REPO, check=True, timeout=3600)
+  subprocess.run(
+      [sys.executable, os.path.join(REPO, 'experiments', 'probe_emergence.py'),
+       f'--sweep_dir={sweep_dir}', f'--out={out}', '--large_n_per_length=2000',
+       '--max_large_n_per_length=8192000'], cwd=REPO, check=True, timeout=3600)
+
+  acceptance = json.loads((out / 'acceptance.json').read_text())
+  onset = {row['L']: row for row in acceptance['onset']}
+  assert sorted(onset) == [4, 5, 6, 7, 8]
+  for length, row in onset.items():
+    assert row['holds'] and row['high'] < 0, (length, row)
+  assert acceptance['product']['spearman'] >= 0.95
+  assert acceptance['product']['cells'] >= 100
+
+  with open(out / 'emergence.csv') as f:
+    rows = [r for r in csv.DictReader(f) if r['final'] == 'True' and r['task'] == 'add']
+  per_token_l8 = {r['run_id']: float(r['value']) for r in rows
+                  if r['metric'] == 'per_token_accuracy' and r['L'] == '8'}
+  assert len(per_token_l8) == 32
+  assert min(per_token_l8.values()) > 0.3, per_token_l8  # none stuck at chance (0.1)
+
+  zero_cells = {(r['run_id'], r['L']) for r in rows
+                if r['metric'] == 'exact_match' and float(r['value']) == 0.0}
+  with open(out / 'resolution.csv') as f:
+    resolved = {(r['run_id'], r['L']): r['above_chance'] == 'True' for r in csv.DictReader(f)}
+  assert zero_cells and set(resolved) == zero_cells
+  assert all(resolved.values()), resolved
