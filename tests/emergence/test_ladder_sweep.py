@@ -1,4 +1,4 @@
-"""The probe's acceptance on its own CPU sweep, end to end (slow: about 16 min on 2 cores).
+"""The probe's acceptance on its own CPU sweep, end to end (about 16 min on 2 cores).
 
 Trains `gin_configs/sweeps/emergence_cpu_heads4.gin` (4 sizes x 8 seeds, 4e6 tokens each)
 with experiments/sweep.py, scores it with experiments/probe_emergence.py and the resolution
@@ -7,6 +7,10 @@ of exact match is below that of 1 - TED/L with a bootstrap interval of the diffe
 0; exact match follows the product of per-position accuracies (Spearman >= 0.95); every
 cell with 0/200 exact matches is above chance on the large eval. And the premise of the
 ladder: every run leaves the loss plateau (per-token accuracy at L = 8 well above 0.1).
+
+Marked `sweep`, run by hand (`python -m pytest -m sweep`), not in CI: which runs leave the
+plateau is chaotic in the floating-point details, so another CPU or jax version can draw a
+stuck run at the bottom rung, and seeds 8-15 of the same ladder drew two (README).
 """
 import csv
 import json
@@ -19,7 +23,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_heads4_ladder_meets_every_check(tmp_path):
   sweep_dir, out = tmp_path / 'sweep', tmp_path / 'probe'
   subprocess.run(
