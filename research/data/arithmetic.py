@@ -35,7 +35,7 @@ necessarily overlap there; that is the nature of the task, not a leak.
 
 Training stream: k-shot examples with L uniform over 1..8 and a `mul_fraction` of
 multiplication; `short_operand_fraction` (default 0) replaces that fraction of the addition
-examples by problems with a short second operand (`short_operand_problem`).
+examples by problems with one short operand (`short_operand_problem`).
 
 Also here: the trainer's `batch_source` for the stream (`arithmetic_source`, gin) and the TFDS
 builder (`builder(...)`), whose class is defined lazily so importing this module stays light.
@@ -220,8 +220,9 @@ def short_operand_problem(rng: np.random.Generator, length: int) -> Problem:
   plus a carry, which a model can learn to read before it learns digit sums. In the eval
   set's problems (`make_problem`) one operand digit alone tells little about the answer
   digit (a digit sum mod 10 is uniform given either term), and small models can sit on a
-  loss plateau until they find both at once (README, emergence probe). Lee et al. (2023, "Teaching Arithmetic to Small Transformers", Sec. 4)
-  balance operand digit counts in training data for a similar reason."""
+  loss plateau until they find both at once (README, emergence probe). Lee et al. (2023,
+  "Teaching Arithmetic to Small Transformers", Sec. 4) balance operand digit counts in
+  training data for a similar reason."""
   n = int(rng.integers(0, length))
   short = int(rng.integers(0, 10**n))
   a, b = int(rng.integers(0, 10**length - short)), short
