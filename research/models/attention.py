@@ -51,10 +51,8 @@ def einsum_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
   return attention_over_parts(q_bqhd, [(k_bkgd, v_bkgd, mask_b1qk, bias_bhqk)], scale)
 
 
-def attention_over_parts(q_bqhd, parts, scale):
-  """Attention over the concatenation of several (keys, values, mask, bias) parts
-  without concatenating the keys: one softmax over all parts' logits. Cached
-  decoding reads the cache as it was and the new chunk as two parts (`Attention`)."""
+def _probs_over_parts(q_bqhd, parts, scale):
+  """softmax over the parts' concatenated logits, [batch, kv heads, heads per kv head, q, k]."""
   b, q_len, h, d = q_bqhd.shape
   g = parts[0][0].shape[2]
   q = q_bqhd.reshape(b, q_len, g, h // g, d)
@@ -65,7 +63,23 @@ def attention_over_parts(q_bqhd, parts, scale):
     if bias_bhqk is not None:
       logits += bias_bhqk.reshape(bias_bhqk.shape[0], g, h // g, *bias_bhqk.shape[2:])
     all_logits.append(jnp.where(mask_b1qk[:, :, None], logits, NEG_INF))
-  probs = jax.nn.softmax(jnp.concatenate(all_logits, axis=-1), axis=-1)
+  return jax.nn.softmax(jnp.concatenate(all_logits, axis=-1), axis=-1)
+
+
+def attention_probs(q_bqhd, k_bkgd, mask_b1qk, bias_bhqk, scale):
+  """The attention weights [batch, heads, q, k] that every implementation applies (for
+  analysis: `Attention` sows them when the 'intermediates' collection is mutable)."""
+  b, q_len, h, _ = q_bqhd.shape
+  probs = _probs_over_parts(q_bqhd, [(k_bkgd, None, mask_b1qk, bias_bhqk)], scale)
+  return probs.reshape(b, h, q_len, k_bkgd.shape[1])
+
+
+def attention_over_parts(q_bqhd, parts, scale):
+  """Attention over the concatenation of several (keys, values, mask, bias) parts
+  without concatenating the keys: one softmax over all parts' logits. Cached
+  decoding reads the cache as it was and the new chunk as two parts (`Attention`)."""
+  b, q_len, h, d = q_bqhd.shape
+  probs = _probs_over_parts(q_bqhd, parts, scale)
   out, offset = 0, 0
   for k_bkgd, v_bkgd, _, _ in parts:
     length = k_bkgd.shape[1]
@@ -305,6 +319,9 @@ class Attention(nn.Module):
     # Causal self-attention without a prefix allows nothing above the diagonal, whatever
     # the segments and padding: known here, at trace time.
     lower = self.causal and not self.is_cross and q_info.prefix is None
+    if self.is_mutable_collection('intermediates'):  # analysis only; not in a train step
+      self.sow('intermediates', 'attention_probs',
+               attention_probs(q, k, mask, bias, self._scale()))
     attn_bqhd = ATTENTION_IMPLS[cfg.attention_impl](q, k, v, mask, bias, self._scale(),
                                                     lower_triangular=lower)
     attn_bqhd = nn.with_logical_constraint(attn_bqhd, axes.ACT_BLHD)
