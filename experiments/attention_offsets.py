@@ -1,6 +1,6 @@
 r"""Where each attention head of an arithmetic sweep's runs looks when it writes an answer digit.
 
-  python experiments/attention_offsets.py --sweep_dir=/tmp/heads4 [--runs=L1d16f8] \
+  python experiments/attention_offsets.py --sweep_dir=/tmp/heads4 [--runs=L1d12h8f8] \
       [--steps=final|all] [--length=8] [--n_items=64] [--out=/tmp/heads4/offsets.csv]
 
 For every run (and checkpoint), the per-digit accuracy and, per head, the mean attention weight
