@@ -63,9 +63,14 @@ def main(argv):
     steps = run.steps[-1:] if _STEPS.value == 'final' else sorted(
         int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
     for step in steps:
+      try:
+        params = probe.load_params(run, step)
+      except Exception as e:  # pylint: disable=broad-except  # orbax raises many types
+        print(f'attention_offsets.py: {run.run_id}: checkpoint {step} unreadable '
+              f'({type(e).__name__}); skipped', file=sys.stderr)
+        continue
       weights, accuracy = heads.attention_by_offset(
-          probe.model_config(run), probe.load_params(run, step), length=_LENGTH.value,
-          n_items=_N_ITEMS.value)
+          probe.model_config(run), params, length=_LENGTH.value, n_items=_N_ITEMS.value)
       print(f'{run.run_id} step {step}: per-digit accuracy at L={_LENGTH.value} '
             f'{accuracy.mean():.2f}')
       for line in heads.describe_heads(weights):
@@ -75,6 +80,8 @@ def main(argv):
                          n_params=run.info.get('n_params'), step=step, layer=layer,
                          head=head, offset=offset, weight=float(w),
                          accuracy=float(accuracy.mean())))
+  if not rows:
+    _fail('no checkpoint of the selected runs could be read')
   if _OUT.value:
     results.write_csv_atomic(rows, _OUT.value, columns=list(rows[0]))
     print(f'attention_offsets.py: wrote {len(rows)} rows to {_OUT.value}', file=sys.stderr)

@@ -111,6 +111,17 @@ def test_entry_point_over_a_sweep_directory(tiny_model, tmp_path):
     rows = list(csv.DictReader(f))
   assert len(rows) == 2 * config.num_layers * config.num_heads * 19
   assert {r['step'] for r in rows} == {'40', '120'}
+  state = sweep / 'n1_s0' / 'checkpoints' / '40' / 'state'
+  for dirpath, _, files in os.walk(state):  # one unreadable checkpoint: named and skipped
+    for name in files:
+      with open(os.path.join(dirpath, name), 'wb') as fh:
+        fh.write(b'garbage')
+  part = subprocess.run([sys.executable, script, f'--sweep_dir={sweep}', '--steps=all',
+                         '--length=2', '--n_items=4'], capture_output=True, text=True,
+                        timeout=600)
+  assert part.returncode == 0, part.stderr[-2000:]
+  assert 'n1_s0: checkpoint 40 unreadable' in part.stderr
+  assert 'step 120' in part.stdout and 'step 40' not in part.stdout
   bad = subprocess.run([sys.executable, script, f'--sweep_dir={sweep}', '--runs=nothing'],
                        capture_output=True, text=True, timeout=120)
   assert bad.returncode == 1
