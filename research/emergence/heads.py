@@ -45,7 +45,7 @@ def attention_by_offset(config: models.TransformerConfig, params, *, length: int
   if config.family != 'decoder':
     raise ValueError(f'attention_by_offset reads decoder-only models, got {config.family!r}')
   tokens = arithmetic.addition_tokens(length, 0, n_items)
-  n, width = tokens.shape
+  width = tokens.shape[1]
   queries = np.arange(width - length - 2, width - 2)  # predict answer digits 0..L-1
   offsets = np.arange(max_offset + 1)
   if queries[0] < max_offset:
