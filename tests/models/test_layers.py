@@ -26,3 +26,26 @@ def test_matmul_trailing_equals_dot_general(x_shape, kernel_shape, n_contract):
   for r, g in zip(*grads):
     np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
   assert got(x, kernel).shape == x_shape[:len(x_shape) - n_contract] + kernel_shape[n_contract:]
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('n_in,n_out', [(16, 4), (8, 8), (4, 16)])
+def test_matmul_weight_gradient_on_cpu(n_in, n_out, dtype):
+  """Jitted, the weight gradient is x^T @ dy in the input dtype; on CPU it is computed
+  as (dy^T @ x)^T, behind optimization barriers, exactly where dy is no wider than x."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(3, 5, n_in)), dtype)
+  kernel = jnp.asarray(rng.normal(size=(n_in, n_out)), dtype)
+  weight = jnp.asarray(rng.normal(size=(3, 5, n_out)), dtype)
+  loss = lambda x, k: jnp.sum((layers.matmul_trailing(x, k, 1) * weight).astype(jnp.float32))
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  dx, dk = grad(x, kernel)
+  assert dx.dtype == dk.dtype == dtype
+  x32, k32, w32 = (np.asarray(a, np.float32) for a in (x, kernel, weight))
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  np.testing.assert_allclose(np.asarray(dk, np.float32),
+                             x32.reshape(-1, n_in).T @ w32.reshape(-1, n_out),
+                             rtol=tol, atol=tol * 10)
+  np.testing.assert_allclose(np.asarray(dx, np.float32), w32 @ k32.T, rtol=tol, atol=tol * 10)
+  jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, kernel))
+  assert ('optimization_barrier' in jaxpr) == (n_out <= n_in)
