@@ -80,3 +80,11 @@ def test_the_trainer_steps_and_evaluates_a_causal_lm_on_the_lower_triangular_pat
   assert len(seen) >= 2 and all(seen)  # the train step's trace and the eval step's
   # The synthetic source declares no prefix: the train and eval batches drop it statically.
   assert len(promised) >= 3 and all(promised)
+
+
+def test_first_argmax_is_argmax_with_ties():
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 4, size=(3, 7, 11)).astype(np.float32)  # many ties
+  x[0, 0] = 0.  # all tied: index 0
+  x[1, 2, 5:] = np.inf
+  np.testing.assert_array_equal(jax.jit(step_lib.first_argmax)(x), np.argmax(x, -1))
