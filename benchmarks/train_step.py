@@ -4,7 +4,8 @@ r"""Tokens/s and MFU of the jitted train step for a run's gin config (synthetic 
       [--compare_bindings="TransformerConfig.norm = 'rmsnorm'"]
 
 Builds the model, optimizer and sharded state exactly as the trainer does, compiles the
-step once, then times --steps steps after --warmup and reports the median step. MFU is
+step once, then times --steps steps after --warmup and reports the median step (with
+--torch, in --rounds rounds of both frameworks). MFU is
 model FLOPs (Chinchilla convention) per second over the device peak (a table for GPUs/TPUs;
 on CPU, measured fp32 matmul throughput, or `peak_flops_per_device.override`). --torch also
 times an eager PyTorch step of the same GPT-2-style decoder (LayerNorm, GELU MLP, learned
@@ -26,6 +27,11 @@ _GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin binding
 _STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
 _TORCH = flags.DEFINE_bool('torch', False, 'Also time an eager PyTorch step.')
+_ROUNDS = flags.DEFINE_integer(
+    'rounds', 3, 'With --torch: rounds of --steps steps of each framework, one after the '
+    'other, the order alternating; the ratio is that of the medians over all rounds, and '
+    'each round\'s ratio is printed too (the VM drifts by 10% within minutes).',
+    lower_bound=1)
 _ONE_SEGMENT = flags.DEFINE_bool(
     'one_segment', False, 'One sequence per row instead of the synthetic batch\'s two '
     'packed ones (a purely causal mask: what cuDNN\'s causal kernel needs to skip the bias).')
@@ -205,6 +211,24 @@ def bench_torch(cfg, batch_size, length):
   return one, result
 
 
+def time_in_rounds(steps: dict, count: int, warmup: int, rounds: int):
+  """({name: median seconds over all rounds}, [per round: first step's median / each
+  other's]). Each round times `count` steps of every step function, one function after
+  the other, the order alternating between rounds; `warmup` untimed steps precede a
+  function's first round and one each later round (its threads wake up)."""
+  times = {name: [] for name in steps}
+  ratios = []
+  for round_ in range(rounds):
+    medians = {}
+    for name in (list(steps) if round_ % 2 == 0 else list(steps)[::-1]):
+      t = _step_times(steps[name], count, warmup if round_ == 0 else max(warmup, 1))
+      times[name] += t
+      medians[name] = statistics.median(t)
+    first, *others = steps
+    ratios.append([medians[other] / medians[first] for other in others])
+  return {name: statistics.median(t) for name, t in times.items()}, ratios
+
+
 def compare_in_turns(steps: dict, count: int, warmup: int) -> dict:
   """{name: median seconds} of synchronized step functions called in turns (the order
   alternating every round), after `warmup` rounds."""
@@ -279,9 +303,12 @@ def main(argv):
   steps = {'jax': bench_jax(cfg, batch_size, lengths)}
   if _TORCH.value:
     steps['torch'] = bench_torch(cfg, batch_size, lengths['targets'])
-  # One after the other, not in turns: taking turns, each framework's idle threads (XLA's
-  # pool, torch's OpenMP team) still spin while the other runs, and both slow down.
-  seconds = {name: _time(one, _STEPS.value, _WARMUP.value) for name, (one, _) in steps.items()}
+  # One after the other, not step by step in turns: taking turns, each framework's idle
+  # threads (XLA's pool, torch's OpenMP team) still spin while the other runs, and both
+  # slow down. Several rounds, so that the VM's drift falls on both.
+  seconds, round_ratios = time_in_rounds({name: one for name, (one, _) in steps.items()},
+                                         _STEPS.value, _WARMUP.value,
+                                         _ROUNDS.value if _TORCH.value else 1)
   if _COMPARE.value:
     with gin.unlock_config():
       gin.parse_config(_COMPARE.value)
@@ -313,7 +340,9 @@ def main(argv):
     print(f'torch : {t["tokens_per_s"]:,.0f} tokens/s  {t["step_ms"]:.1f} ms/step  '
           f'(eager, {t["threads"]} threads, {t["params"]:,} params)')
     _print_phases('torch', t)
-    print(f'jax / torch = {result["tokens_per_s"] / t["tokens_per_s"]:.2f}')
+    rounds = (f' (rounds: {", ".join(f"{r[0]:.3f}" for r in round_ratios)})'
+              if len(round_ratios) > 1 else '')
+    print(f'jax / torch = {result["tokens_per_s"] / t["tokens_per_s"]:.3f}{rounds}')
 
 
 if __name__ == '__main__':

@@ -72,6 +72,23 @@ def test_train_step_compares_a_variant_in_turns():
   assert abs(ratio - 2 * base / variant) < 0.02 * ratio
 
 
+def test_train_step_against_torch_in_rounds():
+  """--torch times both frameworks in rounds; the printed ratio is that of the printed
+  step times, and each round's ratio is listed."""
+  out = _run('train_step.py', '--gin_file=gin_configs/runs/bench_gpt2_cpu.gin',
+             '--gin_bindings=TransformerConfig.num_layers = 1',
+             '--gin_bindings=TransformerConfig.d_model = 32',
+             "--gin_bindings=TASK_FEATURE_LENGTHS = {'targets': 32}",
+             '--gin_bindings=BATCH_SIZE = 2', '--steps=3', '--warmup=1', '--torch',
+             '--rounds=2')
+  jax_ms = float(re.search(r'^jax   : [\d,]+ tokens/s +([\d.]+) ms/step', out, re.M)[1])
+  torch_ms = float(re.search(r'^torch : [\d,]+ tokens/s +([\d.]+) ms/step', out, re.M)[1])
+  m = re.search(r'^jax / torch = ([\d.]+) \(rounds: ([\d.]+), ([\d.]+)\)$', out, re.M)
+  assert m, out
+  ratio = torch_ms / jax_ms  # both printed to 0.1 ms, the ratio to 0.001
+  assert abs(float(m[1]) - ratio) <= ratio * (0.05 / jax_ms + 0.05 / torch_ms) + 0.0005
+
+
 def test_profile_train_step_breaks_down_both_frameworks_steps():
   """The JAX step by model component and, with --torch, the eager torch step by kind of op:
   on the GPT-2 CPU config, shrunk, the torch step's matmuls and attention are there and the
