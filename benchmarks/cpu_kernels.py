@@ -14,7 +14,9 @@ A second table times the three products of each of the model's dense layers on t
 forward x @ w, input gradient dy @ w^T and weight gradient x^T @ dy (XLA:CPU gives a dot
 to YNNPACK only when its left operand is row-major and contracted on its last dimension,
 xla/backends/cpu/ynn_support.cc, so the weight gradient, which contracts the rows of
-both, is an Eigen dot).
+both, is an Eigen dot), and, last, the weight gradient as the model computes it on CPU
+(`layers._weight_grad_cpu`: (dy^T @ x)^T on YNNPACK where the output is no wider than
+the input).
 """
 import os
 import statistics
@@ -119,13 +121,19 @@ def main(argv):
             for i, o in dense]
   jax_dots = [[_time(lambda f=jax.jit(f), a=jax.device_put(a): jax.block_until_ready(f(*a)),
                      _REPEATS.value) for f in products.values()] for a in arrays]
-  print(f'{"dense layer":<24} ' + ' '.join(f'{p:>19}' for p in products) + '  (ms, jax / torch)')
-  for (i, o), a, jax_row in zip(dense, arrays, jax_dots):
+  # The weight gradient as the model computes it on CPU (layers._weight_grad_cpu).
+  from research.models import layers
+  model_dw = [_time(lambda f=jax.jit(layers._weight_grad_cpu),  # pylint: disable=protected-access
+                    a=jax.device_put((a[0], a[2])): jax.block_until_ready(f(*a)),
+                    _REPEATS.value) for a in arrays]
+  print(f'{"dense layer":<24} ' + ' '.join(f'{p:>19}' for p in products)
+        + '  model dW  (ms, jax / torch; model dW: jax)')
+  for (i, o), a, jax_row, dw in zip(dense, arrays, jax_dots, model_dw):
     with torch.no_grad():
       t = [torch.tensor(v) for v in a]
       torch_row = [_time(lambda f=f: f(*t), _REPEATS.value) for f in products.values()]
     print(f'{f"{rows}x{i} -> {o}":<24} ' + ' '.join(
-        f'{j:9.2f} / {k:7.2f}' for j, k in zip(jax_row, torch_row)))
+        f'{j:9.2f} / {k:7.2f}' for j, k in zip(jax_row, torch_row)) + f' {dw:9.2f}')
 
 
 if __name__ == '__main__':
