@@ -246,3 +246,12 @@ def test_t5_buckets_match_reference_values():
   np.testing.assert_array_equal(bidir, [15, 14, 8, 1, 0, 17, 24, 30, 31])
   causal = layers.t5_relative_bucket(rel, False, 32, 128)
   np.testing.assert_array_equal(causal, [31, 26, 10, 1, 0, 0, 0, 0, 0])
+
+
+def test_blocked_attention_releases_its_blocks_together_on_cpu():
+  """On CPU the blocks' operands, then their logits, pass one optimization barrier each,
+  so that XLA:CPU deals the blocks' single-threaded dots to every thread."""
+  q, k, v, mask, _ = _blocked_case(256)
+  run = lambda *a: attention.blocked_attention(*a, None, 0.3, lower_triangular=True)
+  assert len(attention._query_blocks(256, 256)) == 4  # pylint: disable=protected-access
+  assert str(jax.make_jaxpr(run)(q, k, v, mask)).count('optimization_barrier') == 2
