@@ -109,11 +109,12 @@ def _blocked_case(length, prefix_at=None, seed=3):
   return q, k, v, mask, weight * (seg > 0)[:, :, None, None]
 
 
-@pytest.mark.parametrize('length,prefix_at', [(256, None), (256, 100), (128, None), (40, None)])
+@pytest.mark.parametrize('length,prefix_at', [(512, None), (256, None), (256, 100),
+                                              (128, None), (40, None)])
 def test_blocked_attention_matches_einsum_values_and_gradients(length, prefix_at):
-  """Blocks (4 at 256, 2 at 128, none at 40), the run-time fallback when a prefix
-  reaches above the block diagonal, and the hand-written backward against autodiff
-  of the reference, on every non-padding row."""
+  """Blocks (8 at 512), tiles (4 at 256, 2 at 128), neither at 40, the run-time
+  fallback when a prefix reaches above the block diagonal, and the hand-written
+  backwards against autodiff of the reference, on every non-padding row."""
   q, k, v, mask, weight = _blocked_case(length, prefix_at)
   losses = {impl: (lambda q, k, v, f=attention.ATTENTION_IMPLS[impl]: jnp.sum(
       f(q, k, v, mask, None, 8 ** -0.5) * weight)) for impl in ('einsum', 'blocked')}
@@ -128,14 +129,16 @@ def test_blocked_attention_matches_einsum_values_and_gradients(length, prefix_at
   for impl in grads.keys() - {'einsum'}:
     for ref, got in zip(grads['einsum'], grads[impl]):
       np.testing.assert_allclose(got, ref, atol=2e-5)
-  assert len(attention._query_blocks(length, length)) == {256: 4, 128: 2, 40: 1}[length]
+  assert len(attention._query_blocks(length, length)) == {512: 8, 256: 4, 128: 2,
+                                                          40: 1}[length]
 
 
-def test_blocked_attention_in_bfloat16_keeps_the_reference_gradients():
-  """bf16 inputs: outputs and gradients in bf16, dk and dv summed over the 4 query blocks
-  in fp32, within 2% of the fp32 reference's largest entry (bf16 inputs through the
-  einsum reference: 0.4-0.7%)."""
-  q, k, v, mask, weight = _blocked_case(256)
+@pytest.mark.parametrize('length', [256, 512])
+def test_blocked_attention_in_bfloat16_keeps_the_reference_gradients(length):
+  """bf16 inputs (4 tiles at 256, 8 blocks at 512): outputs and gradients in bf16, dq, dk
+  and dv summed over tiles or blocks in fp32, within 2% of the fp32 reference's largest
+  entry (bf16 inputs through the einsum reference: 0.4-0.7%)."""
+  q, k, v, mask, weight = _blocked_case(length)
   def loss(q, k, v, impl):
     return jnp.sum(attention.ATTENTION_IMPLS[impl](q, k, v, mask, None, 8 ** -0.5)
                    .astype(jnp.float32) * weight)
@@ -251,7 +254,23 @@ def test_t5_buckets_match_reference_values():
 def test_blocked_attention_releases_its_blocks_together_on_cpu():
   """On CPU the blocks' operands, then their logits, pass one optimization barrier each,
   so that XLA:CPU deals the blocks' single-threaded dots to every thread."""
-  q, k, v, mask, _ = _blocked_case(256)
+  q, k, v, mask, _ = _blocked_case(512)
   run = lambda *a: attention.blocked_attention(*a, None, 0.3, lower_triangular=True)
-  assert len(attention._query_blocks(256, 256)) == 4  # pylint: disable=protected-access
+  assert len(attention._query_blocks(512, 512)) == 8  # pylint: disable=protected-access
   assert str(jax.make_jaxpr(run)(q, k, v, mask)).count('optimization_barrier') == 2
+
+
+@pytest.mark.parametrize('length,tiles', [(256, 4), (192, 3), (128, 2)])
+def test_short_causal_attention_runs_as_tiles(length, tiles):
+  """Up to 4 blocks, causal attention is a query-key and a probabilities-value dot per
+  (query tile, earlier or same key tile) pair, each over whole tiles: no slices of the
+  keys, no barriers; values as the reference's."""
+  q, k, v, mask, weight = _blocked_case(length)
+  run = lambda *a: attention.blocked_attention(*a, None, 0.3, lower_triangular=True)
+  jaxpr = str(jax.make_jaxpr(run)(q, k, v, mask))
+  pairs = tiles * (tiles + 1) // 2
+  assert jaxpr.count('dot_general') == 2 * pairs
+  assert 'optimization_barrier' not in jaxpr
+  np.testing.assert_allclose(run(q, k, v, mask) * weight,
+                             attention.einsum_attention(q, k, v, mask, None, 0.3) * weight,
+                             atol=1e-5)
