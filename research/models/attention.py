@@ -203,9 +203,10 @@ _blocked.defvjp(_blocked_fwd, _blocked_bwd)
 # copies 2.5 times k and v at 4 blocks, forward and backward) and dk, dv are plain sums
 # over tiles instead of updates of slices; the slicing transposes fuse into one copy per
 # tile. More, smaller ops: in turns in the CPU benchmark's step (context 256, 4 tiles)
-# 1.027 and 1.038 times as fast as the blocked path, 1.010 at context 128; slower with
-# more tiles (context 512: 0.947 with 8 tiles, 0.967 with 4 of 128 rows; context 1024:
-# 0.944, 0.984, 0.939 with 16, 8, 4 tiles), so longer contexts keep the blocked path.
+# 1.031 and 1.031 times as fast as the blocked path (a prototype: 1.027, 1.038), and
+# 1.010 at context 128 with batch 32; slower with more tiles (context 512: 0.947 with 8
+# tiles, 0.967 with 4 of 128 rows; context 1024: 0.944, 0.984, 0.939 with 16, 8, 4 tiles),
+# so longer contexts keep the blocked path.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _tiled(q_tiles, k_tiles, v_tiles, masks, scale):
   return _tiled_fwd(q_tiles, k_tiles, v_tiles, masks, scale)[0]
