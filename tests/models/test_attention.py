@@ -92,11 +92,13 @@ def test_einsum_and_dot_product_attention_agree(bias):
   np.testing.assert_allclose(ref, fast, atol=1e-5)
 
 
-def _blocked_case(length, prefix_at=None, seed=3):
-  """q, k, v (GQA: 4 query heads, 2 kv heads), a packed causal mask with padding and
-  an optional bidirectional prefix, and a loss weight that ignores the padding rows."""
+def _blocked_case(length, prefix_at=None, seed=3, kv_heads=2):
+  """q, k, v (4 query heads; GQA with the default 2 kv heads), a packed causal mask with
+  padding and an optional bidirectional prefix, and a loss weight that ignores the
+  padding rows."""
   rng = np.random.default_rng(seed)
-  q, k, v = (jnp.asarray(rng.normal(size=(2, length, h, 8)), jnp.float32) for h in (4, 2, 2))
+  q, k, v = (jnp.asarray(rng.normal(size=(2, length, h, 8)), jnp.float32)
+             for h in (4, kv_heads, kv_heads))
   cut, pad = length * 5 // 8, length // 16
   seg = jnp.asarray([[1] * cut + [2] * (length - cut - pad) + [0] * pad, [1] * length])
   idx = jnp.broadcast_to(jnp.arange(length), (2, length))
@@ -260,17 +262,20 @@ def test_blocked_attention_releases_its_blocks_together_on_cpu():
   assert str(jax.make_jaxpr(run)(q, k, v, mask)).count('optimization_barrier') == 2
 
 
-@pytest.mark.parametrize('length,tiles', [(256, 4), (192, 3), (128, 2)])
-def test_short_causal_attention_runs_as_tiles(length, tiles):
+@pytest.mark.parametrize('length,tiles,kv_heads', [(256, 4, 2), (192, 3, 4), (128, 2, 1)])
+def test_short_causal_attention_runs_as_tiles(length, tiles, kv_heads):
   """Up to 4 blocks, causal attention is a query-key and a probabilities-value dot per
   (query tile, earlier or same key tile) pair, each over whole tiles: no slices of the
-  keys, no barriers; values as the reference's."""
-  q, k, v, mask, weight = _blocked_case(length)
+  keys, no barriers; values and gradients as the reference's (GQA, MHA, MQA)."""
+  q, k, v, mask, weight = _blocked_case(length, kv_heads=kv_heads)
   run = lambda *a: attention.blocked_attention(*a, None, 0.3, lower_triangular=True)
   jaxpr = str(jax.make_jaxpr(run)(q, k, v, mask))
   pairs = tiles * (tiles + 1) // 2
   assert jaxpr.count('dot_general') == 2 * pairs
   assert 'optimization_barrier' not in jaxpr
-  np.testing.assert_allclose(run(q, k, v, mask) * weight,
-                             attention.einsum_attention(q, k, v, mask, None, 0.3) * weight,
-                             atol=1e-5)
+  loss = lambda f: lambda q, k, v: jnp.sum(f(q, k, v, mask) * weight)
+  ref = lambda q, k, v, mask: attention.einsum_attention(q, k, v, mask, None, 0.3)
+  np.testing.assert_allclose(loss(run)(q, k, v), loss(ref)(q, k, v), rtol=1e-5)
+  for got, want in zip(jax.grad(loss(run), argnums=(0, 1, 2))(q, k, v),
+                       jax.grad(loss(ref), argnums=(0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(got, want, atol=2e-5)
