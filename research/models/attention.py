@@ -113,10 +113,12 @@ def dot_product_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
 #      instead of differentiating max / exp / sum / divide.
 # Probabilities are kept for the backward (no recompute): memory is not what binds on CPU.
 # With a position bias the reference path runs (its gradient would be needed here).
-# Up to TILED_MAX_BLOCKS blocks, the causal case runs as tiles (`_tiled`, below).
+# Up to TILED_MAX_BLOCKS blocks (and with enough batch x heads) the causal case runs
+# as tiles (`_tiled`, below).
 
 ATTENTION_BLOCK = 64  # query rows per block; at most 16 blocks
-TILED_MAX_BLOCKS = 4
+TILED_MAX_BLOCKS = 4  # tiles for 2 to 4 blocks ...
+TILED_MIN_BATCH_HEADS = 32  # ... where batch x query heads is at least this
 
 
 def _query_blocks(q_len: int, k_len: int) -> tuple[tuple[int, int, int], ...]:
@@ -206,7 +208,9 @@ _blocked.defvjp(_blocked_fwd, _blocked_bwd)
 # 1.031 and 1.031 times as fast as the blocked path (a prototype: 1.027, 1.038), and
 # 1.010 at context 128 with batch 32; slower with more tiles (context 512: 0.947 with 8
 # tiles, 0.967 with 4 of 128 rows; context 1024: 0.944, 0.984, 0.939 with 16, 8, 4 tiles),
-# so longer contexts keep the blocked path.
+# so longer contexts keep the blocked path. Smaller dots lose too: at context 256 with 4
+# heads, batch 4 gave 0.978 and 0.966, batch 8 1.019, 1.005, 1.037, batch 32 1.014, 1.035.
+# (The batch is the traced one: under data parallelism a device's share is smaller.)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _tiled(q_tiles, k_tiles, v_tiles, masks, scale):
   return _tiled_fwd(q_tiles, k_tiles, v_tiles, masks, scale)[0]
@@ -284,9 +288,10 @@ def blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
     return einsum_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale)
   q_len, k_len = q_bqhd.shape[1], k_bkgd.shape[1]
   blocks = _query_blocks(q_len, k_len)
+  batch_heads = q_bqhd.shape[0] * q_bqhd.shape[2]
 
   def run(blocks):
-    if 1 < len(blocks) <= TILED_MAX_BLOCKS:
+    if 1 < len(blocks) <= TILED_MAX_BLOCKS and batch_heads >= TILED_MIN_BATCH_HEADS:
       return lambda q, k, v, mask: _tiled_attention(q, k, v, mask, scale, blocks)
     return lambda q, k, v, mask: _blocked_attention(q, k, v, mask, scale, blocks)
 

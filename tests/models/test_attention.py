@@ -92,32 +92,35 @@ def test_einsum_and_dot_product_attention_agree(bias):
   np.testing.assert_allclose(ref, fast, atol=1e-5)
 
 
-def _blocked_case(length, prefix_at=None, seed=3, kv_heads=2):
-  """q, k, v (4 query heads; GQA with the default 2 kv heads), a packed causal mask with
-  padding and an optional bidirectional prefix, and a loss weight that ignores the
-  padding rows."""
+def _blocked_case(length, prefix_at=None, seed=3, kv_heads=2, batch=2):
+  """q, k, v (4 query heads; GQA with the default 2 kv heads), a causal mask (even rows
+  packed with padding, odd rows one sequence, with an optional bidirectional prefix), and
+  a loss weight that ignores the padding rows."""
   rng = np.random.default_rng(seed)
-  q, k, v = (jnp.asarray(rng.normal(size=(2, length, h, 8)), jnp.float32)
+  q, k, v = (jnp.asarray(rng.normal(size=(batch, length, h, 8)), jnp.float32)
              for h in (4, kv_heads, kv_heads))
   cut, pad = length * 5 // 8, length // 16
-  seg = jnp.asarray([[1] * cut + [2] * (length - cut - pad) + [0] * pad, [1] * length])
-  idx = jnp.broadcast_to(jnp.arange(length), (2, length))
+  seg = jnp.asarray([[1] * cut + [2] * (length - cut - pad) + [0] * pad, [1] * length]
+                    * (batch // 2))
+  idx = jnp.broadcast_to(jnp.arange(length), (batch, length))
   prefix = None
   if prefix_at is not None:
-    prefix = jnp.zeros((2, length), bool).at[1, :prefix_at].set(True)
+    prefix = jnp.zeros((batch, length), bool).at[1::2, :prefix_at].set(True)
   mask = attention.make_mask(seg, seg, causal=True, q_index=idx, k_index=idx,
                              q_prefix=prefix, k_prefix=prefix)
-  weight = jnp.asarray(rng.normal(size=(2, length, 4, 8)), jnp.float32)
+  weight = jnp.asarray(rng.normal(size=(batch, length, 4, 8)), jnp.float32)
   return q, k, v, mask, weight * (seg > 0)[:, :, None, None]
 
 
-@pytest.mark.parametrize('length,prefix_at', [(512, None), (256, None), (256, 100),
-                                              (128, None), (40, None)])
-def test_blocked_attention_matches_einsum_values_and_gradients(length, prefix_at):
-  """Blocks (8 at 512), tiles (4 at 256, 2 at 128), neither at 40, the run-time
-  fallback when a prefix reaches above the block diagonal, and the hand-written
-  backwards against autodiff of the reference, on every non-padding row."""
-  q, k, v, mask, weight = _blocked_case(length, prefix_at)
+@pytest.mark.parametrize('length,prefix_at,batch', [
+    (512, None, 2), (256, None, 2), (256, None, 8), (256, 100, 8), (128, None, 8),
+    (40, None, 2)])
+def test_blocked_attention_matches_einsum_values_and_gradients(length, prefix_at, batch):
+  """Blocks (8 at 512; 4 at 256 with batch x heads 8), tiles (4 at 256, 2 at 128, batch x
+  heads 32), neither at 40, the run-time fallback when a prefix reaches above the block
+  diagonal, and the hand-written backwards against autodiff of the reference, on every
+  non-padding row."""
+  q, k, v, mask, weight = _blocked_case(length, prefix_at, batch=batch)
   losses = {impl: (lambda q, k, v, f=attention.ATTENTION_IMPLS[impl]: jnp.sum(
       f(q, k, v, mask, None, 8 ** -0.5) * weight)) for impl in ('einsum', 'blocked')}
   np.testing.assert_allclose(losses['blocked'](q, k, v), losses['einsum'](q, k, v),
@@ -135,12 +138,12 @@ def test_blocked_attention_matches_einsum_values_and_gradients(length, prefix_at
                                                           40: 1}[length]
 
 
-@pytest.mark.parametrize('length', [256, 512])
-def test_blocked_attention_in_bfloat16_keeps_the_reference_gradients(length):
+@pytest.mark.parametrize('length,batch', [(256, 8), (512, 2)])
+def test_blocked_attention_in_bfloat16_keeps_the_reference_gradients(length, batch):
   """bf16 inputs (4 tiles at 256, 8 blocks at 512): outputs and gradients in bf16, dq, dk
   and dv summed over tiles or blocks in fp32, within 2% of the fp32 reference's largest
   entry (bf16 inputs through the einsum reference: 0.4-0.7%)."""
-  q, k, v, mask, weight = _blocked_case(length)
+  q, k, v, mask, weight = _blocked_case(length, batch=batch)
   def loss(q, k, v, impl):
     return jnp.sum(attention.ATTENTION_IMPLS[impl](q, k, v, mask, None, 8 ** -0.5)
                    .astype(jnp.float32) * weight)
@@ -264,11 +267,15 @@ def test_blocked_attention_releases_its_blocks_together_on_cpu():
 
 @pytest.mark.parametrize('length,tiles,kv_heads', [(256, 4, 2), (192, 3, 4), (128, 2, 1)])
 def test_short_causal_attention_runs_as_tiles(length, tiles, kv_heads):
-  """Up to 4 blocks, causal attention is a query-key and a probabilities-value dot per
-  (query tile, earlier or same key tile) pair, each over whole tiles: no slices of the
-  keys, no barriers; values and gradients as the reference's (GQA, MHA, MQA)."""
-  q, k, v, mask, weight = _blocked_case(length, kv_heads=kv_heads)
+  """Up to 4 blocks and with batch x heads at least 32, causal attention is a query-key
+  and a probabilities-value dot per (query tile, earlier or same key tile) pair, each over
+  whole tiles: no slices of the keys, no barriers; values and gradients as the
+  reference's (GQA, MHA, MQA). With a smaller batch it stays blocked (two dots a block)."""
   run = lambda *a: attention.blocked_attention(*a, None, 0.3, lower_triangular=True)
+  small = _blocked_case(length, kv_heads=kv_heads)[:4]
+  jaxpr = str(jax.make_jaxpr(run)(*small))
+  assert jaxpr.count('dot_general') == 2 * tiles and 'optimization_barrier' in jaxpr
+  q, k, v, mask, weight = _blocked_case(length, kv_heads=kv_heads, batch=8)
   jaxpr = str(jax.make_jaxpr(run)(q, k, v, mask))
   pairs = tiles * (tiles + 1) // 2
   assert jaxpr.count('dot_general') == 2 * pairs
