@@ -57,7 +57,7 @@ def fig3_contrast(table: pd.DataFrame, axes=None):
   where the continuous ones rise steadily."""
   metrics = (('exact_match', 'exact match'),
              ('one_minus_ted_over_L', '1 - TED/L (token edit distance)'),
-             ('answer_logp', 'answer log-likelihood (nats)'))
+             ('answer_logp', 'answer log-likelihood per digit (nats)'))
   if axes is None:
     _, axes = plt.subplots(1, len(metrics), figsize=(13, 3.6))
   for ax, (metric, label) in zip(axes, metrics):
