@@ -32,11 +32,11 @@ def _markdown_files():
   return files
 
 
-def _readme_commands():
-  """Every command line of README.md: all lines of ```bash blocks, and the `$ ` lines of
-  the other blocks (a command shown with its output)."""
+def _commands(path=README):
+  """Every command line of a markdown file: all lines of ```bash blocks, and the `$ `
+  lines of the other blocks (a command shown with its output)."""
   commands = []
-  for lang, body in _FENCE.findall(_read(README)):
+  for lang, body in _FENCE.findall(_read(path)):
     joined = re.sub(r'\\\n\s*', ' ', body)  # continuation lines
     for line in joined.splitlines():
       line = line.strip()
@@ -60,13 +60,20 @@ def _files_named(command):
 
 
 def test_readme_commands_exist():
-  assert _readme_commands(), 'no commands found in README.md'
+  assert _commands(), 'no commands found in README.md'
 
 
-@pytest.mark.parametrize('command', _readme_commands())
+@pytest.mark.parametrize('command', _commands())
 def test_files_named_in_readme_commands_exist(command):
   missing = [p for p in _files_named(command) if not os.path.exists(os.path.join(REPO, p))]
   assert not missing, f'README command names files that do not exist: {missing}\n{command}'
+
+
+@pytest.mark.parametrize('path', _markdown_files()[1:], ids=lambda p: os.path.relpath(p, REPO))
+def test_files_named_in_docs_commands_exist(path):
+  missing = [(p, command) for command in _commands(path) for p in _files_named(command)
+             if not os.path.exists(os.path.join(REPO, p))]
+  assert not missing, f'{os.path.relpath(path, REPO)}: commands name missing files {missing}'
 
 
 def test_readme_is_a_short_guide():
