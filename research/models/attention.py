@@ -122,11 +122,31 @@ blocked_attention = _reference_with_bias(cpu_attention.blocked_attention)
 # (research/models/kernels/gpu_attention.py).
 cudnn_attention = _reference_with_bias(gpu_attention.cudnn_attention)
 
+# What attention_impl='auto' runs on each backend (`jax.default_backend()`): the kernels
+# that were shaped for it; on any other backend XLA's own attention.
+AUTO_ATTENTION_IMPLS = {'cpu': 'blocked', 'gpu': 'cudnn', 'tpu': 'dot_product'}
+AUTO_ATTENTION_FALLBACK = 'dot_product'
+
+
+def auto_impl() -> str:
+  """The implementation that 'auto' names on the default backend."""
+  return AUTO_ATTENTION_IMPLS.get(jax.default_backend(), AUTO_ATTENTION_FALLBACK)
+
+
+def auto_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
+                   lower_triangular=False):
+  """The implementation `auto_impl` names, chosen at trace time (looked up in
+  `ATTENTION_IMPLS` at every call, so a replaced entry is what runs)."""
+  return ATTENTION_IMPLS[auto_impl()](q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
+                                      lower_triangular=lower_triangular)
+
+
 # Every implementation takes (q [b, q, h, d], k and v [b, k, g, d], mask [b, 1, q, k],
 # bias [b, h, q, k] or None, scale, lower_triangular=) and returns [b, q, h, d]; the names
 # are TransformerConfig.attention_impl's choices (config.ATTENTION_IMPLS).
-ATTENTION_IMPLS = {'einsum': einsum_attention, 'dot_product': dot_product_attention,
-                   'blocked': blocked_attention, 'cudnn': cudnn_attention}
+ATTENTION_IMPLS = {'auto': auto_attention, 'einsum': einsum_attention,
+                   'dot_product': dot_product_attention, 'blocked': blocked_attention,
+                   'cudnn': cudnn_attention}
 
 
 def implementation(name: str):

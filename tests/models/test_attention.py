@@ -289,6 +289,36 @@ def test_short_causal_attention_runs_as_tiles(length, tiles, kv_heads):
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
+def test_auto_is_the_default_and_on_cpu_is_blocked_to_the_bit():
+  """'auto' (the default) runs the table's implementation for the backend at trace time:
+  on CPU 'blocked', so a decoder's logits and gradients are bitwise those of 'blocked'
+  (tiles at context 128 with batch x heads 32)."""
+  cfg = helpers.tiny(max_length=128, num_kv_heads=2)
+  assert cfg.attention_impl == 'auto' and attention.auto_impl() == 'blocked'
+  feats = helpers.features(cfg, batch=8, length=128)
+  params = helpers.init(cfg, feats)
+
+  def logits_and_grads(cfg):
+    return jax.jit(jax.value_and_grad(lambda p: jnp.sum(
+        helpers.apply(cfg, p, feats) ** 2)))(params), helpers.apply(cfg, params, feats)
+
+  auto, blocked = logits_and_grads(cfg), logits_and_grads(cfg.replace(attention_impl='blocked'))
+  for got, want in zip(jax.tree.leaves(auto), jax.tree.leaves(blocked)):
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize('backend,expected', [
+    ('cpu', 'blocked'), ('gpu', 'cudnn'), ('tpu', 'dot_product'), ('METAL', 'dot_product')])
+def test_auto_calls_the_implementation_its_table_names(monkeypatch, backend, expected):
+  calls = []
+  for name in set(attention.ATTENTION_IMPLS) - {'auto'}:
+    monkeypatch.setitem(attention.ATTENTION_IMPLS, name,
+                        lambda *args, name=name, **kwargs: calls.append((name, kwargs)))
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  attention.implementation('auto')('q', 'k', 'v', 'mask', None, 0.5, lower_triangular=True)
+  assert calls == [(expected, {'lower_triangular': True})]
+
+
 def test_an_unknown_implementation_is_one_error_naming_the_choices():
   choices = ', '.join(config.ATTENTION_IMPLS)
   with pytest.raises(ValueError, match=f"unknown attention implementation 'flash': "
