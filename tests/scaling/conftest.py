@@ -8,7 +8,7 @@ from research.scaling import table
 FIXTURE = 'tests/fixtures/scaling/results_small.csv'
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='package')
 def fixture_fits():
   """(table, fits, cfg, fits.json dict) of results_small.csv, 40 replicates, 1e23 projected."""
   tab = table.load_results(FIXTURE)
