@@ -64,7 +64,8 @@ def fit(table: ScalingTable, chinchilla: Optional[Dict[str, object]] = None,
         n_bootstrap: int = 400, seed: int = 0,
         max_starts: Optional[int] = 128) -> ConventionFits:
   """Approaches 1 and 3 under both conventions. `chinchilla` passes fits already made under
-  the Chinchilla convention (with the same n_bootstrap and seed) so they are not refitted."""
+  the Chinchilla convention (with the same n_bootstrap and seed) so they are not refitted; a
+  None there is a fit that failed, left out here too."""
   out = ConventionFits()
   if table.kind != 'sweep':
     out.skipped['all'] = 'a published table has no non-embedding parameter counts'
@@ -82,8 +83,11 @@ def fit(table: ScalingTable, chinchilla: Optional[Dict[str, object]] = None,
                 n_bootstrap=n_bootstrap, seed=seed, max_starts=max_starts)),
     }
     for name, job in jobs.items():
-      if have.get(name) is not None:
-        getattr(out, conv)[name] = have[name]
+      if name in have:   # fitted (or skipped, as None) by the caller under this convention
+        if have[name] is None:
+          out.skipped[f'{name} ({conv})'] = 'not fitted under this convention (see skipped)'
+        else:
+          getattr(out, conv)[name] = have[name]
         continue
       try:
         getattr(out, conv)[name] = job()

@@ -203,9 +203,8 @@ def approach2(finals: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0,
   excluded = budget_exclusions(prof, exclude_edge)
   usable = prof[~prof.budget.astype(float).isin(list(excluded))]
   _check_powerlaw_points(len(usable), 'Approach 2 (budgets with >= 3 sizes and an interior '
-                         'minimum)' + (': left out ' + '; '.join(
-                             f'{c:.3g}: {why}' for c, why in excluded.items()) if excluded
-                                       else ''))
+                         'minimum' + (', left out: ' + ', '.join(f'{c:.3g}' for c in excluded)
+                                      if excluded else '') + ')')
   log_c = np.log(usable.budget.to_numpy())
   point = _power_laws(log_c, np.log(usable.n_opt.to_numpy()), np.log(usable.d_opt.to_numpy()),
                       np.ones(len(usable)))

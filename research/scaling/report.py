@@ -144,7 +144,12 @@ def to_json(table: ScalingTable, fits: Fits, cfg: ReportConfig, source: str) -> 
     out['chinchilla']['approach2']['n_opt_per_budget'] = {
         f'{r.c:.4g}': {'N_opt': float(r.n_opt), 'D_opt': float(r.d_opt)}
         for r in fr.points.itertuples()}
-    out['excluded']['approach2_budgets'] = {f'{c:.4g}': why for c, why in fr.excluded.items()}
+  if table.kind == 'sweep':
+    # Named even when Approach 2 failed for lack of budgets: that is when they matter most.
+    excluded = (fits.approach2.excluded if fits.approach2 is not None else
+                frontier.budget_exclusions(frontier.isoflop_parabolas(
+                    table.finals.reset_index(drop=True)), cfg.exclude_edge_budgets))
+    out['excluded']['approach2_budgets'] = {f'{c:.4g}': why for c, why in excluded.items()}
   for key, name in (('L_N', 'kaplan_n'), ('L_D', 'kaplan_d'), ('L_C', 'kaplan_c')):
     fit = getattr(fits, name)
     if fit is not None:

@@ -70,3 +70,12 @@ def test_published_table_is_skipped_with_reason():
   tab = table.load_results('tests/fixtures/scaling/published_small.csv')
   cf = conventions.fit(tab, n_bootstrap=5)
   assert 'non-embedding' in cf.skipped['all'] and conventions.exponent_table(cf).empty
+
+
+def test_fits_passed_in_are_reused_and_failed_ones_named(falling_share):
+  tab, cf = falling_share
+  again = conventions.fit(tab, {'approach1': None, 'approach3': cf.chinchilla['approach3']},
+                          n_bootstrap=10, max_starts=16)
+  assert again.chinchilla == {'approach3': cf.chinchilla['approach3']}
+  assert 'not fitted' in again.skipped['approach1 (chinchilla)']
+  assert list(conventions.exponent_table(again).approach) == ['approach3']

@@ -120,3 +120,17 @@ def test_max_epochs_moves_the_limit(tmp_path):
   _, at_4 = exclusions.repeated_data(tab, corpus)
   _, at_half = exclusions.repeated_data(tab, corpus, max_epochs=0.5)
   assert at_4 == {} and len(at_half) == int((tab.finals.d > 0.5 * corpus).sum()) > 0
+
+
+def test_budgets_named_when_approach2_has_too_few_left(tmp_path):
+  g = _grid_with_edge_budget()
+  g = g[g.flop_budget.isin([1e20, 1e21, 3e22])]        # 2 usable budgets and the edge one
+  path = tmp_path / 'results.csv'
+  synthetic.results_table(TRUE.loss, 0.003, 0, n_evals=4, grid=g).to_csv(path, index=False)
+  tab = table.load_results(str(path))
+  cfg = report.ReportConfig(**CFG)
+  fits = report.fit_all(tab, cfg)
+  assert fits.approach2 is None and 'left out: 3e+22' in fits.skipped['approach2']
+  out = report.to_json(tab, fits, cfg, 'r.csv')
+  assert 'no interior minimum' in out['excluded']['approach2_budgets']['3e+22']
+  assert 'left out of Approach 2: budget 3e+22' in summary.summary_text(out)
