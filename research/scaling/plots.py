@@ -15,7 +15,7 @@ budgets in `project_to`, the line extended to them with the projected optimum ma
 of Hoffmann et al. projects to Gopher's budget).
 """
 import os
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 from matplotlib import cm
