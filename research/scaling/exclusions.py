@@ -57,3 +57,16 @@ def repeated_data(table: ScalingTable, corpus_tokens: Optional[float] = None,
                          f'{max_epochs:g} epochs',)
   return dataclasses.replace(table, curves=curves, finals=f[~over_f].reset_index(drop=True),
                              notes=notes), reasons
+
+
+def check_description(table: ScalingTable, corpus_tokens: Optional[float] = None,
+                      max_epochs: float = MAX_EPOCHS) -> str:
+  """What repeated_data checked, for fits.json and the summary: an unchecked table is said to
+  be unchecked, not passed as clean."""
+  if corpus_tokens is not None:
+    return f'checked: corpus of {float(corpus_tokens):.3g} tokens, limit {max_epochs:g} epochs'
+  col = table.finals.get('corpus_tokens')
+  if col is not None and np.isfinite(pd.to_numeric(col, errors='coerce')).all():
+    return f'checked: the table\'s corpus_tokens column, limit {max_epochs:g} epochs'
+  return ('not checked: no corpus size (give corpus_tokens, or a corpus_tokens column in '
+          'the results table)')

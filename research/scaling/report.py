@@ -44,6 +44,7 @@ class Fits:
   excluded_runs: Dict[str, str] = dataclasses.field(default_factory=dict)  # run_id -> why
   conventions: Optional[conventions_lib.ConventionFits] = None
   table: Optional[ScalingTable] = None   # the table the fits saw (after excluded_runs)
+  repeated_data_check: str = ''          # whether runs were checked for repeated data, how
 
 
 # Fits every kind of table supports: if one of these cannot be done, the input is unusable.
@@ -55,8 +56,9 @@ def fit_all(table: ScalingTable, cfg: ReportConfig = ReportConfig()) -> Fits:
 
   Runs past cfg.max_epochs of their corpus are left out first (fits.excluded_runs says which
   and why); fits.table is what remains, the table figures and fits.json should describe."""
+  checked = exclusions.check_description(table, cfg.corpus_tokens, cfg.max_epochs)
   table, excluded = exclusions.repeated_data(table, cfg.corpus_tokens, cfg.max_epochs)
-  fits = Fits(excluded_runs=excluded, table=table)
+  fits = Fits(excluded_runs=excluded, table=table, repeated_data_check=checked)
   f, c = table.finals, table.curves
   nb, seed = cfg.n_bootstrap, cfg.seed
   per_size = f.groupby('n_km').loss.min() if c is None else c.groupby('n_km').loss.min()
@@ -124,7 +126,8 @@ def to_json(table: ScalingTable, fits: Fits, cfg: ReportConfig, source: str) -> 
                     'seed': cfg.seed, 'corpus_tokens': cfg.corpus_tokens,
                     'max_epochs': cfg.max_epochs},
          'notes': list(table.notes), 'chinchilla': {}, 'kaplan': {}, 'skipped': fits.skipped,
-         'excluded': {'runs': dict(fits.excluded_runs), 'approach2_budgets': {}},
+         'excluded': {'runs': dict(fits.excluded_runs), 'approach2_budgets': {},
+                      'repeated_data_check': fits.repeated_data_check},
          'budgets': budgets}
   at = lambda fit: {f'{c:.4g}': _ests(fit.optimal(c)) for c in budgets}
   if fits.approach3 is not None:

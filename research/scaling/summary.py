@@ -63,6 +63,8 @@ def summary_text(fits: Dict) -> str:
   excl = fits.get('excluded', {})
   for c, why in sorted(excl.get('approach2_budgets', {}).items(), key=lambda kv: float(kv[0])):
     lines.append(f'left out of Approach 2: budget {float(c):.3g}: {why}')
+  if excl.get('repeated_data_check'):
+    lines.append(f'repeated data: {excl["repeated_data_check"]}')
   for run_id, why in sorted(excl.get('runs', {}).items()):
     lines.append(f'left out of every fit: run {run_id}: {why}')
   for name, why in fits.get('skipped', {}).items():

@@ -85,6 +85,7 @@ def test_fits_json_and_summary_name_every_exclusion(tmp_path):
   # Earlier evaluations of those runs, under 4 epochs, stay in the training curves.
   kept = fits.table.curves[fits.table.curves.run_id.isin(over)]
   assert len(kept) > 0 and (kept.d <= 4 * corpus).all()
+  assert out['excluded']['repeated_data_check'].startswith('checked: corpus of')
   text = summary.summary_text(out)
   for run_id in over:
     assert f'left out of every fit: run {run_id}: repeats its data' in text
@@ -97,8 +98,9 @@ def test_edge_budget_in_fits_json_and_summary(tmp_path):
   out = report.to_json(tab, fits, cfg, 'r.csv')
   assert list(out['excluded']['approach2_budgets']) == ['3e+22']
   assert out['chinchilla']['approach2']['budgets_used'] == list(BUDGETS)
-  assert out['excluded']['runs'] == {}          # no corpus size: nothing is repeated data
-  text = summary.summary_text(out)
+  assert out['excluded']['runs'] == {}          # no corpus size: nothing is repeated data,
+  text = summary.summary_text(out)              # and the summary says it was not checked
+  assert 'repeated data: not checked: no corpus size' in text
   assert 'left out of Approach 2: budget 3e+22: no interior minimum' in text
   assert 'budgets used: 1e+19, 1e+20, 1e+21, 1e+22' in text
 
@@ -111,6 +113,7 @@ def test_corpus_column_of_the_table_is_used(tmp_path):
   with_column = table.load_results(str(path))
   _, by_column = exclusions.repeated_data(with_column)
   _, by_argument = exclusions.repeated_data(tab, corpus)
+  assert 'corpus_tokens column' in exclusions.check_description(with_column)
   assert by_column == by_argument and len(by_column) == int((tab.finals.d > 4 * corpus).sum())
 
 
