@@ -249,7 +249,26 @@ def test_einsum_attention_matches_naive_loops():
 def test_alibi_slopes_match_paper():
   # Press et al. 2022: 8 heads -> 1/2, 1/4, ..., 1/256.
   np.testing.assert_allclose(layers.alibi_slopes(8), [2.0 ** -(i + 1) for i in range(8)])
-  assert layers.alibi_slopes(12).shape == (12,)
+
+
+@pytest.mark.parametrize('num_heads, slopes', [
+    # The reference recipe, `get_slopes` of Press et al.'s code (ofirpress/
+    # attention_with_linear_biases, fairseq/models/transformer.py): n heads, n a power of
+    # two, get start * start^i with start = 2^(-8/n); otherwise the slopes of the closest
+    # power of two p, then get_slopes(2p)[0::2][:n - p]. Worked by hand:
+    # n = 3: p = 2 gives 2^-4, 2^-8; the 4-head slopes 2^-2, 2^-4, ... give [0::2][:1] = 2^-2.
+    (3, [2.0 ** -4, 2.0 ** -8, 2.0 ** -2]),
+    # n = 6: p = 4 gives 2^-2, 2^-4, 2^-6, 2^-8; the 8-head slopes 2^-1 ... 2^-8 give
+    # [0::2][:2] = 2^-1, 2^-3.
+    (6, [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3]),
+    # n = 12: p = 8 gives 2^-1 ... 2^-8; the 16-head slopes 2^-0.5, 2^-1, ..., 2^-8 give
+    # [0::2][:4] = 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5.
+    (12, [2.0 ** -e for e in (1, 2, 3, 4, 5, 6, 7, 8, 0.5, 1.5, 2.5, 3.5)]),
+])
+def test_alibi_slopes_for_heads_not_a_power_of_two(num_heads, slopes):
+  got = np.asarray(layers.alibi_slopes(num_heads))
+  assert got.shape == (num_heads,)
+  np.testing.assert_allclose(got, slopes, rtol=1e-6)
 
 
 def test_t5_buckets_match_reference_values():
