@@ -1,4 +1,4 @@
-"""Strategies agree where theory says they must (issue 5 acceptance).
+"""Strategies agree where theory says they must.
 
 Beam width 1 is greedy; top-k with k = 1 and top-p with a tiny p are greedy;
 beam search whose width covers the whole search space returns exactly the
@@ -11,6 +11,7 @@ import pytest
 
 from research import decoding
 from research import models
+from research.decoding import beam as beam_lib
 from research.decoding import exhaustive
 from tests.decoding import helpers
 
@@ -80,6 +81,19 @@ def test_beam_covering_the_space_equals_exhaustive_oracle(case):
   assert len(set(np.asarray(beam.lengths).ravel())) > 1
 
 
+def test_length_penalty_is_gnmts():
+  # Wu et al. 2016 (GNMT), Eq. 14: lp(Y) = ((5 + |Y|) / 6) ** alpha; lengths 1, 7, 13 and 19
+  # make the base 1, 2, 3 and 4.
+  lengths = [1, 7, 13, 19]
+  for alpha, want in [(0.0, [1.0, 1.0, 1.0, 1.0]), (1.0, [1.0, 2.0, 3.0, 4.0]),
+                      (0.6, [1.0, 2.0 ** 0.6, 3.0 ** 0.6, 4.0 ** 0.6]),
+                      (2.0, [1.0, 4.0, 9.0, 16.0])]:
+    np.testing.assert_allclose(beam_lib.length_penalty(lengths, alpha), want, rtol=1e-6,
+                               err_msg=f'alpha={alpha}')
+  # One length in between: ((5 + 4) / 6) ** 0.6 = 1.5 ** 0.6.
+  np.testing.assert_allclose(beam_lib.length_penalty(4, 0.6), 1.5 ** 0.6, rtol=1e-6)
+
+
 @pytest.mark.parametrize('early_stopping', [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_beam_hypotheses_carry_their_teacher_forced_scores(early_stopping):
   config, params = helpers.tiny_model(vocab_size=5, init_std=1.0, seed=4, num_kv_heads=1)
@@ -94,6 +108,15 @@ def test_beam_hypotheses_carry_their_teacher_forced_scores(early_stopping):
     scores = exhaustive.score_hypotheses(module, config, params, prompt, beam.tokens[row],
                                          beam.lengths[row], decode_config)
     np.testing.assert_allclose(beam.scores[row], scores, atol=1e-5)
+    # The same scores from the bare log-probability sums (alpha = 0: no penalty) and the
+    # GNMT penalty written out here: log p / ((5 + length) / 6) ** 0.7.
+    log_p = exhaustive.score_hypotheses(module, config, params, prompt, beam.tokens[row],
+                                        beam.lengths[row],
+                                        decode_config.replace(length_penalty=0.0))
+    lengths = np.asarray(beam.lengths[row], np.float64)
+    np.testing.assert_allclose(beam.scores[row],
+                               np.asarray(log_p) / ((5.0 + lengths) / 6.0) ** 0.7,
+                               rtol=1e-5, atol=1e-6)
     assert np.all(np.diff(np.asarray(beam.scores[row])) <= 0), 'not sorted'
     assert beam.scores[row, 0] <= oracle.scores[row, 0] + 1e-5
     for k in range(decode_config.beam_width):  # pad after EOS, EOS only at the end

@@ -122,19 +122,25 @@ def test_blocked_attention_matches_einsum_values_and_gradients(length, prefix_at
   diagonal, and the hand-written backwards against autodiff of the reference, on every
   non-padding row."""
   q, k, v, mask, weight = _blocked_case(length, prefix_at, batch=batch)
-  losses = {impl: (lambda q, k, v, f=attention.ATTENTION_IMPLS[impl]: jnp.sum(
-      f(q, k, v, mask, None, 8 ** -0.5) * weight)) for impl in ('einsum', 'blocked')}
-  np.testing.assert_allclose(losses['blocked'](q, k, v), losses['einsum'](q, k, v),
-                             rtol=1e-5)
+  impls = {impl: (lambda q, k, v, f=attention.ATTENTION_IMPLS[impl]: f(
+      q, k, v, mask, None, 8 ** -0.5)) for impl in ('einsum', 'blocked')}
   if prefix_at is None:  # the caller's promise: nothing above the diagonal, no run-time check
-    losses['promised'] = lambda q, k, v: jnp.sum(attention.blocked_attention(
-        q, k, v, mask, None, 8 ** -0.5, lower_triangular=True) * weight)
-    np.testing.assert_allclose(losses['promised'](q, k, v), losses['einsum'](q, k, v),
-                               rtol=1e-5)
+    impls['promised'] = lambda q, k, v: attention.blocked_attention(
+        q, k, v, mask, None, 8 ** -0.5, lower_triangular=True)
+  # Every output of every non-padding row (padding rows attend to nothing; their values
+  # differ by design), element by element.
+  rows = np.asarray(jnp.any(weight != 0, axis=(2, 3)))
+  assert rows.any() and not rows.all()
+  outs = {impl: np.asarray(f(q, k, v)) for impl, f in impls.items()}
+  for impl in outs.keys() - {'einsum'}:
+    np.testing.assert_allclose(outs[impl][rows], outs['einsum'][rows], rtol=1e-5, atol=1e-6,
+                               err_msg=impl)
+  losses = {impl: (lambda q, k, v, f=f: jnp.sum(f(q, k, v) * weight))
+            for impl, f in impls.items()}
   grads = {impl: jax.grad(f, argnums=(0, 1, 2))(q, k, v) for impl, f in losses.items()}
   for impl in grads.keys() - {'einsum'}:
-    for ref, got in zip(grads['einsum'], grads[impl]):
-      np.testing.assert_allclose(got, ref, atol=2e-5)
+    for name, ref, got in zip('qkv', grads['einsum'], grads[impl]):
+      np.testing.assert_allclose(got, ref, rtol=1e-5, atol=2e-5, err_msg=f'{impl} d{name}')
   assert len(cpu_attention._query_blocks(length, length)) == {512: 8, 256: 4, 128: 2,
                                                           40: 1}[length]
 
@@ -244,7 +250,26 @@ def test_einsum_attention_matches_naive_loops():
 def test_alibi_slopes_match_paper():
   # Press et al. 2022: 8 heads -> 1/2, 1/4, ..., 1/256.
   np.testing.assert_allclose(layers.alibi_slopes(8), [2.0 ** -(i + 1) for i in range(8)])
-  assert layers.alibi_slopes(12).shape == (12,)
+
+
+@pytest.mark.parametrize('num_heads, slopes', [
+    # The reference recipe, `get_slopes` of Press et al.'s code (ofirpress/
+    # attention_with_linear_biases, fairseq/models/transformer.py): n heads, n a power of
+    # two, get start * start^i with start = 2^(-8/n); otherwise the slopes of the closest
+    # power of two p, then get_slopes(2p)[0::2][:n - p]. Worked by hand:
+    # n = 3: p = 2 gives 2^-4, 2^-8; the 4-head slopes 2^-2, 2^-4, ... give [0::2][:1] = 2^-2.
+    (3, [2.0 ** -4, 2.0 ** -8, 2.0 ** -2]),
+    # n = 6: p = 4 gives 2^-2, 2^-4, 2^-6, 2^-8; the 8-head slopes 2^-1 ... 2^-8 give
+    # [0::2][:2] = 2^-1, 2^-3.
+    (6, [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3]),
+    # n = 12: p = 8 gives 2^-1 ... 2^-8; the 16-head slopes 2^-0.5, 2^-1, ..., 2^-8 give
+    # [0::2][:4] = 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5.
+    (12, [2.0 ** -e for e in (1, 2, 3, 4, 5, 6, 7, 8, 0.5, 1.5, 2.5, 3.5)]),
+])
+def test_alibi_slopes_for_heads_not_a_power_of_two(num_heads, slopes):
+  got = np.asarray(layers.alibi_slopes(num_heads))
+  assert got.shape == (num_heads,)
+  np.testing.assert_allclose(got, slopes, rtol=1e-6)
 
 
 def test_t5_buckets_match_reference_values():

@@ -3,17 +3,17 @@ models, converted by `models.from_hf`, give the HF PyTorch logits (fp32).
 
 Everything is built in-process from tiny configs; nothing is downloaded.
 """
+import jax.numpy as jnp
 import numpy as np
 import pytest
+# Plain imports: the test extra installs torch and transformers, so a broken install fails
+# here instead of skipping every equivalence test.
+import torch
+import transformers
+from flax import traverse_util
 
-torch = pytest.importorskip('torch')
-transformers = pytest.importorskip('transformers')
-
-import jax.numpy as jnp  # noqa: E402
-from flax import traverse_util  # noqa: E402
-
-from research import models  # noqa: E402
-from research.models import hf as hf_convert  # noqa: E402
+from research import models
+from research.models import hf as hf_convert
 
 TOL = 1e-4
 VOCAB = 64

@@ -1,10 +1,9 @@
 """notebooks/scaling_laws.ipynb runs top to bottom on the small fixture (nbclient, a real kernel)."""
 import os
 
-import pytest
-
-nbformat = pytest.importorskip('nbformat')
-nbclient = pytest.importorskip('nbclient')
+# Plain imports: the test extra installs both, so a broken install fails instead of skipping.
+import nbclient
+import nbformat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -47,25 +47,29 @@ def read_metrics(workdir: str) -> list[dict]:
 
 @gin.configurable
 def faulty_source(nan_at: tuple = (), pause_at: int = -1, slow_after: int = -1,
-                  release_file: str = '', **kwargs):
+                  release_file: str = '', omit: tuple = (), **kwargs):
   """synthetic_source, with NaN loss weights at some batch ordinals, or stalls.
 
+  omit: batch ordinals never yielded (the next one comes instead), as if the data had
+  never held them: the clean counterpart of a run whose guard skipped those batches.
   pause_at: drawing that batch ordinal blocks until `release_file` exists (so a test can
   kill the process at a known point); slow_after: each later batch takes 0.2 s.
   """
   return _Faulty(synthetic.synthetic_source(**kwargs), set(nan_at), pause_at, slow_after,
-                 release_file)
+                 release_file, set(omit))
 
 
 class _Faulty:
-  def __init__(self, inner, nan_at, pause_at, slow_after, release_file):
+  def __init__(self, inner, nan_at, pause_at, slow_after, release_file, omit=frozenset()):
     self.inner, self.nan_at, self.pause_at = inner, nan_at, pause_at
-    self.slow_after, self.release_file = slow_after, release_file
+    self.slow_after, self.release_file, self.omit = slow_after, release_file, omit
 
   def __iter__(self):
     return self
 
   def __next__(self):
+    while self.inner.index in self.omit:
+      next(self.inner)
     index = self.inner.index
     if index == self.pause_at:
       while not (self.release_file and os.path.exists(self.release_file)):

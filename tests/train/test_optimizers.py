@@ -69,15 +69,39 @@ def test_adamw_defaults_from_the_literature():
   np.testing.assert_allclose(adam_state.nu['w'], 0.05, rtol=1e-5)
 
 
-def test_make_optimizer_clips_global_norm():
-  tx, schedule = optimizers.make_optimizer(100, name='adamw', clip_norm=1.0)
-  del schedule
-  grads = {'a': jnp.array([3.0, 4.0])}  # global norm 5 -> scaled to norm 1
-  clip_state = tx.init(grads)
-  clip = optax.clip_by_global_norm(1.0)
-  clipped, _ = clip.update(grads, clip.init(grads))
-  np.testing.assert_allclose(clipped['a'], [0.6, 0.8], rtol=1e-6)
-  assert isinstance(clip_state, tuple) and len(clip_state) == 2  # (clip, adamw)
+@pytest.mark.parametrize('name', ['adamw', 'adafactor'])
+def test_make_optimizer_clips_global_norm(name):
+  # The project's whole chain, fed a gradient of global norm 50 (over two leaves), must make
+  # the updates of the same optimizer fed that gradient scaled by hand to norm 1; a second,
+  # small gradient (norm 0.5, on the same entries: elementwise Adam is blind to the scale of
+  # an entry's only gradient) passes unscaled. Step 0 has learning rate 0 (warm-up), so the
+  # clipped first gradient shows in step 1's update through the optimizer's moments.
+  tx, schedule = optimizers.make_optimizer(100, name=name, clip_norm=1.0)
+  bare = optimizers.OPTIMIZERS[name](schedule)
+  params = {'w': jnp.array([[1.0, -2.0], [3.0, 4.0]]), 'b': jnp.array([0.5, -1.0])}
+  huge = {'w': jnp.array([[30.0, 0.0], [0.0, 0.0]]), 'b': jnp.array([0.0, 40.0])}
+  small = {'w': jnp.array([[0.3, 0.0], [0.0, 0.0]]), 'b': jnp.array([0.0, -0.4])}
+  by_hand = {'w': np.array([[0.6, 0.0], [0.0, 0.0]]), 'b': np.array([0.0, 0.8])}  # huge/50
+
+  def two_steps(opt, grads_seq):
+    state, p, out = opt.init(params), params, []
+    for g in grads_seq:
+      updates, state = opt.update(g, state, p)
+      p = optax.apply_updates(p, updates)
+      out.append(updates)
+    return p, out
+
+  got, got_updates = two_steps(tx, [huge, small])
+  want, want_updates = two_steps(bare, [by_hand, small])
+  for g, w in zip(got_updates, want_updates):
+    for key in params:
+      np.testing.assert_allclose(g[key], w[key], rtol=1e-5, atol=1e-12)
+  for key in params:
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-6)
+  # The comparison can tell: the unclipped gradient makes a different step-1 update.
+  _, unclipped_updates = two_steps(bare, [huge, small])
+  flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+  assert not np.allclose(flat(unclipped_updates[1]), flat(want_updates[1]), rtol=1e-2, atol=0)
 
 
 def test_adafactor_runs_and_unknown_name_fails():

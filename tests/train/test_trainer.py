@@ -3,7 +3,9 @@ import json
 import math
 import os
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from research.train import checkpoints as ckpt_lib
@@ -76,17 +78,44 @@ faulty_source.nan_at = (5,)
 
 
 def test_injected_nan_is_skipped_exactly(clean_run, tmp_path):
-  # Until the bad batch the run equals the clean one; afterwards it differs by that batch.
+  # Skipping means: roll back, then replay as if the bad batch had never been in the data.
+  # So the run equals, step for step and bit for bit, a clean run whose source omits batch
+  # ordinal 5 (and equals the uninterrupted run until step 5, whose batch is ordinal 4).
   helpers.configure('decoder', steps=10, extra="""
 trainer.train.batch_source = @faulty_source
 faulty_source.nan_at = (5,)
 """)
-  trainer.train(str(tmp_path))
-  nan_rows = helpers.read_metrics(str(tmp_path))
+  trainer.train(str(tmp_path / 'nan'))
+  helpers.configure('decoder', steps=10, extra="""
+trainer.train.batch_source = @faulty_source
+faulty_source.omit = (5,)
+""")
+  trainer.train(str(tmp_path / 'omitted'))
+  nan_rows = helpers.read_metrics(str(tmp_path / 'nan'))
+  omitted_rows = helpers.read_metrics(str(tmp_path / 'omitted'))
   clean_rows = helpers.read_metrics(str(clean_run[0]))
+  assert [r['step'] for r in nan_rows] == list(range(1, 11))
+  assert [r['step'] for r in omitted_rows] == list(range(1, 11))
+  for key in ('train_loss', 'grad_norm', 'learning_rate', 'tokens'):
+    assert [r[key] for r in nan_rows] == [r[key] for r in omitted_rows], key
   assert [r['train_loss'] for r in nan_rows[:5]] == [r['train_loss'] for r in clean_rows[:5]]
   assert nan_rows[5]['train_loss'] != clean_rows[5]['train_loss']
-  assert nan_rows[-1]['guard_events'] == 1
+  assert nan_rows[-1]['guard_events'] == 1 and omitted_rows[-1]['guard_events'] == 0
+  got = _final_params(str(tmp_path / 'nan'), 10)
+  want = _final_params(str(tmp_path / 'omitted'), 10)
+  assert len(got) == len(want) > 0
+  for a, b in zip(got, want):
+    np.testing.assert_array_equal(a, b)
+
+
+def _final_params(workdir, step):
+  """The parameters leaves of the checkpoint at `step`, as numpy arrays."""
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'),
+                                  item_names=('state', 'host'))
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), host=ocp.args.JsonRestore()))
+  manager.close()
+  return [np.asarray(x) for x in jax.tree.leaves(restored['state']['params'])]
 
 
 def test_a_checkpoint_unreadable_at_rollback_stops_with_one_clear_error(tmp_path,
@@ -129,9 +158,25 @@ def test_gradient_accumulation_equals_one_big_batch(clean_run, tmp_path):
 
 
 def test_remat_and_adafactor_train(tmp_path):
-  helpers.configure('encoder', steps=3, extra="""
-StepConfig.remat_policy = 'full'
+  # Rematerialization recomputes the forward pass; it must not change the numbers. With
+  # dropout on (the recomputed forward must draw the same masks), the remat run's losses,
+  # gradient norms and final parameters match the plain run's to fp32 rounding.
+  runs = {}
+  for policy in ('none', 'full'):
+    helpers.configure('encoder', steps=4, extra=f"""
+StepConfig.remat_policy = '{policy}'
 make_optimizer.name = 'adafactor'
+TransformerConfig.dropout_rate = 0.1
 """)
-  summary = trainer.train(str(tmp_path))
-  assert summary['step'] == 3 and np.isfinite(summary['train_loss'])
+    summary = trainer.train(str(tmp_path / policy))
+    assert summary['step'] == 4 and np.isfinite(summary['train_loss'])
+    runs[policy] = helpers.read_metrics(str(tmp_path / policy))
+  plain, remat = runs['none'], runs['full']
+  assert [r['step'] for r in remat] == [r['step'] for r in plain] == [1, 2, 3, 4]
+  for key in ('train_loss', 'grad_norm'):
+    np.testing.assert_allclose([r[key] for r in remat], [r[key] for r in plain],
+                               rtol=1e-6, atol=0, err_msg=key)
+  got, want = _final_params(str(tmp_path / 'full'), 4), _final_params(str(tmp_path / 'none'), 4)
+  assert len(got) == len(want) > 0
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
