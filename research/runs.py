@@ -99,7 +99,7 @@ def read_run_info(run_dir: str) -> dict:
     with open(os.path.join(run_dir, RUN_INFO)) as f:
       return json.load(f)
   except (OSError, ValueError) as e:
-    raise RunDirError(f'{RUN_INFO} unreadable: {e}') from None
+    raise RunDirError(f'{RUN_INFO} unreadable: {e}') from e
 
 
 def read_metrics(run_dir: str) -> list[dict]:

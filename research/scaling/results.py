@@ -19,9 +19,9 @@ import math
 import os
 from typing import Iterable, Optional
 
-from research import runs
+from research import runs as runs_lib
 
-COMPLETION_MARKER = runs.COMPLETION_MARKER
+COMPLETION_MARKER = runs_lib.COMPLETION_MARKER
 PLAN_FILE = 'sweep.json'
 FLOP_CONVENTIONS = ('6N', '6N_nonembed', 'kaplan', 'chinchilla')
 
@@ -46,7 +46,7 @@ class Report:
     return out
 
 
-class RunError(runs.RunDirError):
+class RunError(runs_lib.RunDirError):
   """A run directory that cannot be read as a finished run."""
 
 
@@ -60,10 +60,10 @@ def _finite(value) -> Optional[float]:
 
 def read_run(run_dir: str, point: Optional[dict] = None) -> list[dict]:
   """The results rows of one finished run; RunError says why a run is not usable."""
-  if not runs.is_complete(run_dir):
+  if not runs_lib.is_complete(run_dir):
     raise RunError('unfinished (no completion marker)')
-  info = runs.read_run_info(run_dir)
-  metrics = runs.read_metrics(run_dir)
+  info = runs_lib.read_run_info(run_dir)
+  metrics = runs_lib.read_metrics(run_dir)
   evals = [m for m in metrics if 'eval_loss' in m]
   if not evals:
     raise RunError('no eval steps in metrics.jsonl')
@@ -102,14 +102,14 @@ def read_run(run_dir: str, point: Optional[dict] = None) -> list[dict]:
 
 def _run_dirs(sweep_dir: str) -> Iterable[tuple[str, dict]]:
   """(run_dir, point) for every run of the sweep: from sweep.json, else every subdirectory
-  with a run_info.json (a hand-assembled collection of runs)."""
+  with a run_info.json or checkpoints/ (a hand-assembled collection of runs)."""
   plan_path = os.path.join(sweep_dir, PLAN_FILE)
   if os.path.exists(plan_path):
     with open(plan_path) as f:
       for point in json.load(f)['points']:
         yield os.path.join(sweep_dir, point['run_id']), point
     return
-  for path in runs.find_runs(sweep_dir):
+  for path in runs_lib.find_runs(sweep_dir):
     yield path, {}
 
 
@@ -123,7 +123,7 @@ def collect(sweep_dir: str) -> Report:
     try:
       rows.extend(read_run(run_dir, point))
       runs.append(run_id)
-    except runs.RunDirError as e:
+    except runs_lib.RunDirError as e:
       excluded[run_id] = str(e)
   return Report(rows, runs, excluded)
 
@@ -134,7 +134,7 @@ def write_csv_atomic(rows: list[dict], path: str, columns=COLUMNS) -> None:
   writer.writeheader()
   for row in rows:
     writer.writerow({k: ('' if row.get(k) is None else row.get(k)) for k in columns})
-  runs.write_text_atomic(path, text.getvalue())
+  runs_lib.write_text_atomic(path, text.getvalue())
 
 
 def write_results(sweep_dir: str, path: Optional[str] = None) -> tuple[str, Report]:
@@ -165,5 +165,5 @@ def load_results(sweep_dir_or_csv: str):
                           columns=list(COLUMNS))
     return load(path)
   if not os.path.exists(sweep_dir_or_csv):
-    raise runs.RunDirError(f'no results table or sweep directory at {sweep_dir_or_csv}')
+    raise runs_lib.RunDirError(f'no results table or sweep directory at {sweep_dir_or_csv}')
   return load(sweep_dir_or_csv)
