@@ -108,12 +108,9 @@ def main(prog: str) -> None:
       print(f'{row["prompt"]!r} -> {row["continuation"]!r}')
 
 
-def prog_name() -> str:
-  """How the user called the command: its script name, or `python -m research.decoding`."""
-  name = os.path.basename(sys.argv[0])
-  return 'python -m research.decoding' if name == '__main__.py' else name
-
-
 def run() -> None:
-  prog = prog_name()
+  """`research-generate`, `python -m research.decoding` and experiments/generate.py.
+
+  Errors name the command as it was called."""
+  prog = os.path.basename(sys.argv[0]).replace('__main__.py', 'python -m research.decoding')
   cli.run(lambda argv: main(prog), prog)

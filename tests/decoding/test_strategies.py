@@ -1,4 +1,4 @@
-"""Strategies agree where theory says they must (issue 5 acceptance).
+"""Strategies agree where theory says they must.
 
 Beam width 1 is greedy; top-k with k = 1 and top-p with a tiny p are greedy;
 beam search whose width covers the whole search space returns exactly the
