@@ -201,9 +201,10 @@ def model_config(run_dir: str):
   return models.TransformerConfig(**info['architecture'])
 
 
-def restore_params(run_dir: str, step: Optional[int] = None, *, quiet: bool = True):
+def restore_params(run_dir: str, step: Optional[int] = None):
   """(params, step) of the latest (or the given) checkpoint, as orbax restores them without
-  a target (plain arrays). `quiet` holds back TensorStore's tracebacks of a failed restore."""
+  a target (plain arrays); a failed restore is one CheckpointError, without TensorStore's
+  tracebacks."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   directory = os.path.abspath(os.path.join(run_dir, CHECKPOINTS))
   if not os.path.isdir(directory):
@@ -217,9 +218,8 @@ def restore_params(run_dir: str, step: Optional[int] = None, *, quiet: bool = Tr
   items = [i for i in PARAM_ITEMS if os.path.isdir(os.path.join(step_dir, i))]
   if not items:
     raise RunDirError(f'checkpoint {step_dir} has none of the items {PARAM_ITEMS}')
-  guard = late_tracebacks_dropped_on_error() if quiet else contextlib.nullcontext()
   try:
-    with guard:
+    with late_tracebacks_dropped_on_error():
       restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, items[0]))
   except Exception as e:  # orbax, TensorStore and json raise many types; all mean this
     raise unreadable(directory, chosen, e) from e
