@@ -1,11 +1,11 @@
 """results.csv: one row per (run, eval step) of a sweep, the input of every scaling fit.
 
-Read from each run directory's `run_info.json` and `metrics.jsonl` (DESIGN.md), plus the
+Read from each run directory's `run_info.json` and `metrics.jsonl` (docs/design.md), plus the
 sweep's `sweep.json` for what the grid meant by the run (its IsoFLOP or token budget, size
 name). Only finished runs (completion marker present) with a readable history are kept; every
 other run is listed in the report with the reason, never averaged in silently.
 
-Columns (besides those of DESIGN.md): parameter counts by convention (`n_params` total,
+Columns (besides those of docs/design.md): parameter counts by convention (`n_params` total,
 `n_params_nonembed`, `n_params_embedding`), FLOPs by every convention of
 research.models.accounting (`flops_6N`, `flops_6N_nonembed`, `flops_kaplan`,
 `flops_chinchilla`; `flops` is the trainer's C = 6ND), `flop_budget` (IsoFLOP sweeps) and
