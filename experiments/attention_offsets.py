@@ -46,10 +46,10 @@ def main(argv):
   host.tune_allocator()
   import numpy as np
   from research.emergence import heads
-  from research.emergence import probe
+  from research.emergence import scoring
   from research.scaling import results
   try:
-    runs, skipped = probe.find_runs(_SWEEP_DIR.value)
+    runs, skipped = scoring.find_runs(_SWEEP_DIR.value)
   except ValueError as e:
     _fail(e)
   for run_id, why in skipped:
@@ -64,13 +64,13 @@ def main(argv):
         int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
     for step in steps:
       try:
-        params = probe.load_params(run, step)
+        params = scoring.load_params(run, step)
       except Exception as e:  # pylint: disable=broad-except  # orbax raises many types
         print(f'attention_offsets.py: {run.run_id}: checkpoint {step} unreadable '
               f'({type(e).__name__}); skipped', file=sys.stderr)
         continue
       weights, accuracy = heads.attention_by_offset(
-          probe.model_config(run), params, length=_LENGTH.value, n_items=_N_ITEMS.value)
+          scoring.model_config(run), params, length=_LENGTH.value, n_items=_N_ITEMS.value)
       print(f'{run.run_id} step {step}: per-digit accuracy at L={_LENGTH.value} '
             f'{accuracy.mean():.2f}')
       for line in heads.describe_heads(weights):

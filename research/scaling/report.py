@@ -1,13 +1,11 @@
 """Run every fit a results table supports and write fits.json (the library half of
 experiments/fit_scaling.py; the notebook calls the same functions step by step)."""
 import dataclasses
-import json
-import os
-import tempfile
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from research import runs
 from research.scaling import conventions as conventions_lib
 from research.scaling import exclusions
 from research.scaling import frontier
@@ -170,18 +168,6 @@ def to_json(table: ScalingTable, fits: Fits, cfg: ReportConfig, source: str) -> 
 
 
 def write_json_atomic(path: str, obj: dict):
-  """Write to a temporary file in the same directory, then rename: readers never see half."""
-  d = os.path.dirname(os.path.abspath(path))
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.fits-', suffix='.json', dir=d)
-  try:
-    with os.fdopen(fd, 'w') as fh:
-      json.dump(obj, fh, indent=2, default=lambda x: float(x) if isinstance(x, np.floating) else
-                str(x))
-      fh.flush()
-      os.fsync(fh.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  """fits.json through research.runs' atomic writer: readers never see half a file."""
+  runs.write_json_atomic(path, obj, sort_keys=False, default=lambda x: float(x) if isinstance(
+      x, np.floating) else str(x))

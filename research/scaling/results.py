@@ -1,11 +1,11 @@
 """results.csv: one row per (run, eval step) of a sweep, the input of every scaling fit.
 
-Read from each run directory's `run_info.json` and `metrics.jsonl` (DESIGN.md), plus the
+Read from each run directory's `run_info.json` and `metrics.jsonl` (docs/design.md), plus the
 sweep's `sweep.json` for what the grid meant by the run (its IsoFLOP or token budget, size
 name). Only finished runs (completion marker present) with a readable history are kept; every
 other run is listed in the report with the reason, never averaged in silently.
 
-Columns (besides those of DESIGN.md): parameter counts by convention (`n_params` total,
+Columns (besides those of docs/design.md): parameter counts by convention (`n_params` total,
 `n_params_nonembed`, `n_params_embedding`), FLOPs by every convention of
 research.models.accounting (`flops_6N`, `flops_6N_nonembed`, `flops_kaplan`,
 `flops_chinchilla`; `flops` is the trainer's C = 6ND), `flop_budget` (IsoFLOP sweeps) and
@@ -13,13 +13,15 @@ research.models.accounting (`flops_6N`, `flops_6N_nonembed`, `flops_kaplan`,
 """
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
-import tempfile
 from typing import Iterable, Optional
 
-COMPLETION_MARKER = 'COMPLETED'  # research.train.trainer.COMPLETION_MARKER
+from research import runs as runs_lib
+
+COMPLETION_MARKER = runs_lib.COMPLETION_MARKER
 PLAN_FILE = 'sweep.json'
 FLOP_CONVENTIONS = ('6N', '6N_nonembed', 'kaplan', 'chinchilla')
 
@@ -44,7 +46,7 @@ class Report:
     return out
 
 
-class RunError(ValueError):
+class RunError(runs_lib.RunDirError):
   """A run directory that cannot be read as a finished run."""
 
 
@@ -56,38 +58,12 @@ def _finite(value) -> Optional[float]:
   return x if math.isfinite(x) else None
 
 
-def _read_metrics(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    raise RunError('no metrics.jsonl')
-  rows = []
-  with open(path) as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      if not line.endswith('\n'):
-        raise RunError(f'metrics.jsonl line {number} is torn')
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        raise RunError(f'metrics.jsonl line {number} is not JSON') from None
-  steps = [r.get('step') for r in rows]
-  if any(not isinstance(s, int) for s in steps):
-    raise RunError('metrics.jsonl has a row without an integer step')
-  if any(b <= a for a, b in zip(steps, steps[1:])):
-    raise RunError('metrics.jsonl steps are not increasing')
-  return rows
-
-
 def read_run(run_dir: str, point: Optional[dict] = None) -> list[dict]:
   """The results rows of one finished run; RunError says why a run is not usable."""
-  if not os.path.exists(os.path.join(run_dir, COMPLETION_MARKER)):
+  if not runs_lib.is_complete(run_dir):
     raise RunError('unfinished (no completion marker)')
-  try:
-    with open(os.path.join(run_dir, 'run_info.json')) as f:
-      info = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise RunError(f'run_info.json unreadable: {e}') from None
-  metrics = _read_metrics(os.path.join(run_dir, 'metrics.jsonl'))
+  info = runs_lib.read_run_info(run_dir)
+  metrics = runs_lib.read_metrics(run_dir)
   evals = [m for m in metrics if 'eval_loss' in m]
   if not evals:
     raise RunError('no eval steps in metrics.jsonl')
@@ -126,17 +102,15 @@ def read_run(run_dir: str, point: Optional[dict] = None) -> list[dict]:
 
 def _run_dirs(sweep_dir: str) -> Iterable[tuple[str, dict]]:
   """(run_dir, point) for every run of the sweep: from sweep.json, else every subdirectory
-  with a run_info.json (a hand-assembled collection of runs)."""
+  with a run_info.json or checkpoints/ (a hand-assembled collection of runs)."""
   plan_path = os.path.join(sweep_dir, PLAN_FILE)
   if os.path.exists(plan_path):
     with open(plan_path) as f:
       for point in json.load(f)['points']:
         yield os.path.join(sweep_dir, point['run_id']), point
     return
-  for name in sorted(os.listdir(sweep_dir)):
-    path = os.path.join(sweep_dir, name)
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, 'run_info.json')):
-      yield path, {}
+  for path in runs_lib.find_runs(sweep_dir):
+    yield path, {}
 
 
 def collect(sweep_dir: str) -> Report:
@@ -149,21 +123,18 @@ def collect(sweep_dir: str) -> Report:
     try:
       rows.extend(read_run(run_dir, point))
       runs.append(run_id)
-    except RunError as e:
+    except runs_lib.RunDirError as e:
       excluded[run_id] = str(e)
   return Report(rows, runs, excluded)
 
 
 def write_csv_atomic(rows: list[dict], path: str, columns=COLUMNS) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-results-', suffix='.csv')
-  with os.fdopen(fd, 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction='ignore')
-    writer.writeheader()
-    for row in rows:
-      writer.writerow({k: ('' if row.get(k) is None else row.get(k)) for k in columns})
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, path)
+  text = io.StringIO(newline='')
+  writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction='ignore')
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({k: ('' if row.get(k) is None else row.get(k)) for k in columns})
+  runs_lib.write_text_atomic(path, text.getvalue())
 
 
 def write_results(sweep_dir: str, path: Optional[str] = None) -> tuple[str, Report]:
@@ -177,5 +148,22 @@ def write_results(sweep_dir: str, path: Optional[str] = None) -> tuple[str, Repo
 
 def load(path: str):
   """results.csv as a pandas DataFrame (what notebooks and the fits start from)."""
-  import pandas as pd
+  import pandas as pd  # pylint: disable=g-import-not-at-top
   return pd.read_csv(path)
+
+
+def load_results(sweep_dir_or_csv: str):
+  """The results table as a pandas DataFrame, from a results.csv, or from a sweep directory:
+  its results.csv if written, else collected from its run directories (finished runs only,
+  columns COLUMNS)."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(sweep_dir_or_csv):
+    path = os.path.join(sweep_dir_or_csv, 'results.csv')
+    if not os.path.exists(path):
+      report = collect(sweep_dir_or_csv)
+      return pd.DataFrame([{k: row.get(k) for k in COLUMNS} for row in report.rows],
+                          columns=list(COLUMNS))
+    return load(path)
+  if not os.path.exists(sweep_dir_or_csv):
+    raise runs_lib.RunDirError(f'no results table or sweep directory at {sweep_dir_or_csv}')
+  return load(sweep_dir_or_csv)

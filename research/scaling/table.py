@@ -95,10 +95,16 @@ def _kaplan_flops(df: pd.DataFrame, cols: Columns, km_col: str, notes: list) -> 
   return 6.0 * df[km_col].to_numpy(float) * df.tokens.to_numpy(float)
 
 
-def load_results(path: str, columns: Columns = Columns(), family: Optional[str] = None,
+def load_results(path, columns: Columns = Columns(), family: Optional[str] = None,
                  objective: Optional[str] = None) -> ScalingTable:
-  """Read a results.csv or a published (n_params, tokens, loss) table; see the module doc."""
-  df = _read(path)
+  """Read a results.csv or a published (n_params, tokens, loss) table, or take one already
+  read (a DataFrame, e.g. from research.scaling.load_results); see the module doc."""
+  if isinstance(path, pd.DataFrame):
+    df, path = path, 'the results table'
+    if df.empty:
+      raise ScalingDataError(f'{path}: no rows')
+  else:
+    df = _read(path)
   cols = columns
   if set(POINTS_COLUMNS) <= set(df.columns) and 'run_id' not in df.columns:
     _positive(df, POINTS_COLUMNS, path)

@@ -5,57 +5,15 @@ shardings) and `host` (JSON: the data iterator's state, the batches drawn, the b
 skip, the guard's counters). Orbax writes each step into a temporary directory and renames
 it when complete, so a SIGKILL mid-save leaves the previous checkpoint intact.
 """
-import contextlib
 import dataclasses
 import os
-import sys
-import tempfile
-import time
 from typing import Any, Optional
 
 import gin
 import orbax.checkpoint as ocp
 
+from research.runs import CheckpointError, late_tracebacks_dropped_on_error, unreadable  # noqa: F401
 from research.train.state import TrainState
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint on disk that cannot be read back (truncated, overwritten, wrong format)."""
-
-
-def unreadable(directory: str, step: int, error: Exception) -> CheckpointError:
-  """The one-line error for checkpoint `step` under `directory`, with the cause cut short
-  (orbax and TensorStore put whole specs in their messages)."""
-  cause = (str(error).strip().splitlines() or [''])[0]
-  cause = f'{type(error).__name__}: {cause[:160]}{"..." if len(cause) > 160 else ""}'
-  return CheckpointError(
-      f'checkpoint {step} in {directory} cannot be read ({cause}); nothing was changed: move '
-      f'{os.path.join(directory, str(step))} aside to resume from the one before it')
-
-
-@contextlib.contextmanager
-def late_tracebacks_dropped_on_error(settle_s: float = 0.5):
-  """Holds back what is written to file descriptor 2 inside the block: written out after
-  a success, dropped after a failure. A restore that fails inside TensorStore leaves its
-  callbacks to print dozens of 'Event loop is closed' tracebacks from other threads while
-  the error propagates; the caller reports the failure in one line instead."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as held:
-    os.dup2(held.fileno(), 2)
-    try:
-      yield
-    except BaseException:
-      time.sleep(settle_s)  # let the failed restore's callbacks finish printing
-      raise
-    else:
-      sys.stderr.flush()
-      held.seek(0)
-      os.write(saved, held.read())
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
 
 
 @gin.configurable

@@ -1,7 +1,6 @@
-"""Run-directory writers: atomic files, metrics.jsonl + TensorBoard, progress line, MFU.
+"""The trainer's metrics: metrics.jsonl + TensorBoard, progress line, MFU.
 
-Whole files (config.gin, run_info.json, the completion marker) are written to a temporary
-file and renamed. metrics.jsonl is appended one complete line per write (a rename per step
+Whole run files are written atomically by research.runs. metrics.jsonl is appended one complete line per write (a rename per step
 would be quadratic); on resume, lines past the restored step and any torn last line are
 dropped, so the file always reads as one uninterrupted run.
 """
@@ -10,7 +9,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Mapping, Optional
 
@@ -18,6 +16,11 @@ import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from research import runs
+# The writers of whole run files, under the names the trainer's callers know.
+from research.runs import write_json_atomic  # noqa: F401
+from research.runs import write_text_atomic as write_atomic
 
 # Dense peak FLOP/s per device (bf16 matmul unless noted), from vendor data sheets.
 # Matched by substring of jax's device_kind, first match wins.
@@ -35,22 +38,6 @@ PEAK_FLOPS_PER_DEVICE: tuple[tuple[str, float], ...] = (
     ('TPU v4', 275e12),
     ('TPU v3', 123e12),
 )
-
-
-def write_atomic(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-' + os.path.basename(path))
-  with os.fdopen(fd, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide run files from collaborators
-  os.replace(tmp, path)
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n')
 
 
 def measure_cpu_peak_flops(size: int = 1024, repeats: int = 10) -> float:
@@ -97,7 +84,7 @@ class MetricsWriter:
   def __init__(self, workdir: str, resume_step: Optional[int] = None,
                enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = os.path.join(workdir, runs.METRICS)
     self._tb = None
     if not enabled:
       return
@@ -127,8 +114,7 @@ class MetricsWriter:
       return
     row = {'step': int(step)}
     row.update({k: _to_python(v) for k, v in scalars.items()})
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(row) + '\n')
+    runs.append_jsonl(self.path, row)
     for key, value in row.items():
       if key != 'step' and isinstance(value, (int, float)):
         self._tb.add_scalar(key, value, step)

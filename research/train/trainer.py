@@ -19,6 +19,7 @@ import numpy as np
 
 from research import models
 from research import parallel
+from research import runs
 from research.train import checkpoints as ckpt_lib
 from research.train import guard as guard_lib
 from research.train import metrics as metrics_lib
@@ -29,7 +30,7 @@ from research.train import step as step_lib
 from research.train import synthetic
 from research.train import tasks
 
-COMPLETION_MARKER = 'COMPLETED'
+COMPLETION_MARKER = runs.COMPLETION_MARKER
 # `flops` in metrics.jsonl is C = 6ND (Hoffmann et al.); every convention is also logged as
 # flops_<name>. MFU counts model FLOPs the most completely (attention and logits included).
 FLOPS_CONVENTION = '6N'
@@ -154,7 +155,7 @@ def train(workdir: str,
 
   # (3) Restore the latest checkpoint, or initialize and save step 0 as a rollback point.
   os.makedirs(workdir, exist_ok=True)
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, runs.CHECKPOINTS),
                                        ckpt_lib.CheckpointConfig())
   every = checkpointer.config.every_steps
   latest = checkpointer.latest_step()
@@ -170,12 +171,13 @@ def train(workdir: str,
 
   actual_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract.params))
   if is_chief:
-    metrics_lib.write_json_atomic(
-        os.path.join(workdir, 'run_info.json'),
+    runs.write_json_atomic(
+        os.path.join(workdir, runs.RUN_INFO),
         _run_info(model_config, feature_lengths, batch_size, train_steps, seed, mesh,
                   rules, objective, actual_params))
     # Every configurable has been called by now, so the operative config is complete.
-    metrics_lib.write_atomic(os.path.join(workdir, 'config.gin'), gin.operative_config_str())
+    runs.write_text_atomic(os.path.join(workdir, runs.CONFIG_GIN),
+                           gin.operative_config_str())
   writer = metrics_lib.MetricsWriter(workdir, resume_step=step, enabled=is_chief)
   line = metrics_lib.ProgressLine(train_steps) if (progress and is_chief) else None
   peak = metrics_lib.peak_flops_per_device()
@@ -321,5 +323,5 @@ def train(workdir: str,
     line.close()
   summary.update(preempted=preempted, step=step)
   if is_chief and not preempted:
-    metrics_lib.write_json_atomic(os.path.join(workdir, COMPLETION_MARKER), summary)
+    runs.mark_complete(workdir, summary)
   return summary

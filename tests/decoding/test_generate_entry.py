@@ -1,4 +1,4 @@
-"""experiments/generate.py and decoding.load_run on a run directory.
+"""The generate command line (experiments/generate.py) and decoding.load_run on a run directory.
 
 The run directory is written here in the trainer's layout (research/train/
 checkpoints.py: orbax items `state` with the params and `host` JSON, and the
@@ -79,7 +79,7 @@ def test_load_run_rejects_mismatched_shapes(run_dir):
   with pytest.raises(decoding.DecodingError, match='has shape'):
     loading.check_params(config.replace(d_ff=128), params)
   with pytest.raises(decoding.DecodingError, match='no checkpoint at step 5'):
-    loading.restore_params(os.path.join(workdir, 'checkpoints'), step=5)
+    loading.restore_params(workdir, step=5)
 
 
 def _generate(*args):
@@ -112,10 +112,10 @@ def test_generate_bad_input_fails_with_one_line(run_dir):
   workdir, _, _ = run_dir
   result = _generate(f'--workdir={workdir}', '--prompt=x',
                      '--gin_bindings=DecodeConfig.top_k=0')
-  assert result.returncode != 0
+  assert result.returncode == 2
   last = result.stderr.strip().splitlines()[-1]
-  assert last == ('generate.py: DecodeConfig.top_k must be a positive integer (or None '
-                  'for off), got 0')
+  assert last == ('generate.py: error: DecodeConfig.top_k must be a positive integer (or '
+                  'None for off), got 0')
 
 
 @pytest.mark.slow

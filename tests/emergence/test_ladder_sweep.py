@@ -1,8 +1,8 @@
-"""The probe's acceptance on its own CPU sweep, end to end (about 40 min on 2 cores).
+"""The probe's checks on its own CPU sweep, end to end (about 40 min on 2 cores).
 
 Trains `gin_configs/sweeps/emergence_cpu_heads4.gin` (4 sizes x 16 seeds, 4e6 tokens each)
 with experiments/sweep.py, scores it with experiments/probe_emergence.py and the resolution
-check, and asserts what the issue asks of the probe's CPU sweep: for L >= 4 the onset index
+check, and asserts what the probe's CPU sweep is meant to show: for L >= 4 the onset index
 of exact match is below that of 1 - TED/L with a bootstrap interval of the difference below
 0; exact match follows the product of per-position accuracies (Spearman >= 0.95); every
 cell with 0/200 exact matches is above chance on the large eval. And the premise of the
@@ -41,13 +41,13 @@ def test_heads4_ladder_meets_every_check(tmp_path):
        f'--sweep_dir={sweep_dir}', f'--out={out}', '--large_n_per_length=2000',
        '--max_large_n_per_length=8192000'], cwd=REPO, env=env, check=True, timeout=3600)
 
-  acceptance = json.loads((out / 'acceptance.json').read_text())
-  onset = {row['L']: row for row in acceptance['onset']}
+  checks = json.loads((out / 'checks.json').read_text())
+  onset = {row['L']: row for row in checks['onset']}
   assert sorted(onset) == [4, 5, 6, 7, 8]
   for length, row in onset.items():
     assert row['holds'] and row['high'] < 0, (length, row)
-  assert acceptance['product']['spearman'] >= 0.95
-  assert acceptance['product']['cells'] >= 100
+  assert checks['product']['spearman'] >= 0.95
+  assert checks['product']['cells'] >= 100
 
   with open(out / 'emergence.csv') as f:
     rows = [r for r in csv.DictReader(f) if r['final'] == 'True' and r['task'] == 'add']

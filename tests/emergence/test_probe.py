@@ -7,7 +7,11 @@ import sys
 import pandas as pd
 import pytest
 
+from research.emergence import checks as checks_lib
 from research.emergence import probe
+from research.emergence import resolution as resolution_lib
+from research.emergence import scoring
+from research.emergence import tables
 from tests.emergence import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -53,8 +57,8 @@ def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
   assert {'onset_index', 'breakthroughness', 'linearity', 'diff_vs_ted'} <= set(sharp.columns)
   assert all(os.path.exists(p) for p in result['figures']) and len(result['figures']) >= 3
   assert [s['run_id'] for s in json.load(open(tmp_path / 'skipped.json'))]
-  checks = json.load(open(tmp_path / 'acceptance.json'))
-  assert checks == json.loads(json.dumps(result['acceptance']))
+  checks = json.load(open(tmp_path / 'checks.json'))
+  assert checks == json.loads(json.dumps(result['checks']))
   assert [o['L'] for o in checks['onset']] == [4, 5, 6, 7, 8]
   assert any(line.startswith('probe: onset L=4') for line in lines)
   # resolution: exactly the final cells with 0/8 hits, re-scored on 40 items whose first 8
@@ -82,15 +86,15 @@ def test_second_look_counts_match_the_decoded_items_and_resume(sweep, tmp_path, 
   import numpy as np  # pylint: disable=g-import-not-at-top
   from research.emergence import cache as cache_lib  # pylint: disable=g-import-not-at-top
   from research.emergence import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  runs, _ = probe.find_runs(sweep)
+  runs, _ = scoring.find_runs(sweep)
   run = next(r for r in runs if r.run_id == 'n100000_s0')
   step, out = max(run.steps), str(tmp_path)
-  decoded = probe._large_cache(run, step, 2, 40, out)
+  decoded = resolution_lib.large_cache(run, step, 2, 40, out)
   forced = metrics_lib.teacher_forced_scores(
       decoded['logp_target'], decoded['sum_p2'], decoded['argmax'], decoded['target'],
       decoded['target_mask'])['correct'][:, :3]
   assert 0 < forced.all(1).sum() < 40  # the tiny model solves some 2-digit items, not all
-  counts = probe._answer_counts(run, step, 2, 40, out, chunk=16, log=lambda _: None)
+  counts = resolution_lib.answer_counts(run, step, 2, 40, out, chunk=16, log=lambda _: None)
   assert int(counts['done']) == 40 and int(counts['hits']) == forced.all(1).sum()
   np.testing.assert_array_equal(counts['position_correct'], forced.sum(0))
   decoded_hits = metrics_lib.item_metrics(decoded)['exact_match']
@@ -107,12 +111,12 @@ def test_second_look_counts_match_the_decoded_items_and_resume(sweep, tmp_path, 
   again = str(tmp_path / 'again')
   monkeypatch.setattr(cache_lib, 'answer_correct', failing)
   with pytest.raises(KeyboardInterrupt):
-    probe._answer_counts(run, step, 2, 40, again, chunk=16, log=lambda _: None)
+    resolution_lib.answer_counts(run, step, 2, 40, again, chunk=16, log=lambda _: None)
   scored.clear()
   monkeypatch.setattr(cache_lib, 'answer_correct',
                       lambda *a: scored.append(len(a[2])) or real(*a))
   lines = []
-  resumed = probe._answer_counts(run, step, 2, 40, again, chunk=16, log=lines.append)
+  resumed = resolution_lib.answer_counts(run, step, 2, 40, again, chunk=16, log=lines.append)
   assert scored == [16, 8] and lines[-1].startswith(f'probe: resolution {run.run_id} L=2: 40/40')
   assert {k: np.asarray(resumed[k]).tolist() for k in ('done', 'hits', 'position_correct')} == {
       k: np.asarray(counts[k]).tolist() for k in ('done', 'hits', 'position_correct')}
@@ -128,18 +132,18 @@ def test_second_look_counts_match_the_decoded_items_and_resume(sweep, tmp_path, 
     f.write('garbage')
   scored.clear()
   lines.clear()
-  bigger = probe._answer_counts(run, step, 2, 48, again, chunk=16, log=lines.append)
+  bigger = resolution_lib.answer_counts(run, step, 2, 48, again, chunk=16, log=lines.append)
   assert scored == [8] and any('ignoring unreadable count' in line for line in lines)
-  fresh = probe._answer_counts(run, step, 2, 48, str(tmp_path / 'fresh'), chunk=64,
+  fresh = resolution_lib.answer_counts(run, step, 2, 48, str(tmp_path / 'fresh'), chunk=64,
                                log=lambda _: None)
   assert {k: np.asarray(bigger[k]).tolist() for k in ('done', 'hits', 'position_correct')} == {
       k: np.asarray(fresh[k]).tolist() for k in ('done', 'hits', 'position_correct')}
   scored.clear()
-  probe._answer_counts(run, step, 2, 16, again, chunk=16, log=lambda _: None)
+  resolution_lib.answer_counts(run, step, 2, 16, again, chunk=16, log=lambda _: None)
   assert scored == [16]
-  monkeypatch.setattr(probe, 'load_params', lambda *a: pytest.fail('reloaded the model'))
-  assert int(probe._answer_counts(run, step, 2, 40, again)['hits']) == int(counts['hits'])
-  assert int(probe._answer_counts(run, step, 2, 48, again)['hits']) == int(bigger['hits'])
+  monkeypatch.setattr(scoring, 'load_params', lambda *a: pytest.fail('reloaded the model'))
+  assert int(resolution_lib.answer_counts(run, step, 2, 40, again)['hits']) == int(counts['hits'])
+  assert int(resolution_lib.answer_counts(run, step, 2, 48, again)['hits']) == int(bigger['hits'])
 
 
 def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
@@ -171,15 +175,15 @@ def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
     assert cache['n'] == 500, 'only the first look decodes'
     return {'exact_match': hits_of(cache)}
 
-  monkeypatch.setattr(probe, '_large_cache', large_cache)
-  monkeypatch.setattr(probe, '_answer_counts', answer_counts)
-  monkeypatch.setattr(probe.metrics_lib, 'item_metrics', item_metrics)
-  monkeypatch.setattr(probe, '_all_argmax_correct', hits_of)
-  monkeypatch.setattr(probe, '_position_accuracy_product', lambda cache, L: rate[L])
+  monkeypatch.setattr(resolution_lib, 'large_cache', large_cache)
+  monkeypatch.setattr(resolution_lib, 'answer_counts', answer_counts)
+  monkeypatch.setattr(resolution_lib.metrics_lib, 'item_metrics', item_metrics)
+  monkeypatch.setattr(resolution_lib, 'all_argmax_correct', hits_of)
+  monkeypatch.setattr(tables, 'position_accuracy_product', lambda cache, L: rate[L])
   lengths = np.repeat(list(rate), 200)
   caches = {'r': {7: {'task': np.full(lengths.size, 'add'), 'length': lengths}}}
-  run = probe.Run('r', '', {'n_params': 1}, [7])
-  rows = probe.resolution([run], caches, '', small=200, large=500, max_large=32000,
+  run = scoring.Run('r', '', {'n_params': 1}, [7])
+  rows = resolution_lib.resolution([run], caches, '', small=200, large=500, max_large=32000,
                           log=lambda _: None).set_index('L')
   # Sized for a 90% chance at the 97.5% level: L=2 is above chance at once; L=3 (needs
   # ~18,000 items) gets one more look on 32,000, L=4 (~6,700) on 8,000; L=5 (~1.8e6) and
@@ -197,15 +201,15 @@ def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
     # after a second look, the rate its counts predict (twice the first look's here)
     predicted = rate[length] * row['looks']
     assert row['predicted'] == pytest.approx(predicted)
-    assert row['items_needed'] == probe.items_to_resolve(predicted, 10.0**-length,
+    assert row['items_needed'] == resolution_lib.items_to_resolve(predicted, 10.0**-length,
                                                          alpha=0.025, power=0.9)
   assert list(rows['above_chance']) == [True, True, True, False, False]
   assert 1e6 < rows.loc[5, 'items_needed'] < 3e6 and rows.loc[8, 'items_needed'] > 3e7
-  assert probe.items_to_resolve(1e-8, 1e-8) == float('inf')
+  assert resolution_lib.items_to_resolve(1e-8, 1e-8) == float('inf')
   # The rule against a simulation: at the n it gives, about `power` of the draws resolve.
   rng = np.random.default_rng(0)
   for power in (0.5, 0.9):
-    n = int(probe.items_to_resolve(1e-3, 1e-4, alpha=0.025, power=power))
+    n = int(resolution_lib.items_to_resolve(1e-3, 1e-4, alpha=0.025, power=power))
     low, _ = sharpness.clopper_pearson(rng.binomial(n, 1e-3, size=4000), n, alpha=0.025)
     assert abs(np.mean(low > 1e-4) - power) < 0.05
     smaller = int(n * 0.8)
@@ -214,12 +218,12 @@ def test_resolution_takes_one_more_look_only_where_it_can_resolve(monkeypatch):
     assert np.mean(low > 1e-4) < power
   checks = {'resolution': {'zero_cells': 5, 'above_chance': 3, 'small_n': 200,
                            'max_large_n': 8000, 'out_of_reach': 2}}
-  line = probe.format_acceptance({'onset': [], 'product': dict(
+  line = checks_lib.describe({'onset': [], 'product': dict(
       spearman=1.0, cells=3, min_hits=10, holds=True), **checks})[-1]
   assert line.startswith('resolution: 3 of 5 cells') and line.endswith('2 would need more than that')
 
 
-def _acceptance_inputs(em_diff, em_high, em_ok=(0.0, 0.3, 0.9), product=(0.0, 0.31, 0.88)):
+def _check_inputs(em_diff, em_high, em_ok=(0.0, 0.3, 0.9), product=(0.0, 0.31, 0.88)):
   """A sharpness table for L = 4 (L = 5..8 absent: fewer than 3 sizes) and an emergence table
   of three cells whose exact match is `em_ok` against products `product`."""
   sharp = pd.DataFrame([
@@ -235,10 +239,10 @@ def _acceptance_inputs(em_diff, em_high, em_ok=(0.0, 0.3, 0.9), product=(0.0, 0.
   return pd.DataFrame(rows), sharp
 
 
-def test_acceptance_reads_the_bootstrap_interval_and_the_rank_correlation():
-  table, sharp = _acceptance_inputs(-0.4, -0.1, em_ok=(0.1, 0.3, 0.9, 0.5),
+def test_checks_read_the_bootstrap_interval_and_the_rank_correlation():
+  table, sharp = _check_inputs(-0.4, -0.1, em_ok=(0.1, 0.3, 0.9, 0.5),
                                     product=(0.12, 0.31, 0.88, 0.45))
-  checks = probe.acceptance(table, sharp)
+  checks = checks_lib.check(table, sharp)
   first = checks['onset'][0]
   assert first['L'] == 4 and first['holds'] and first['onset_one_minus_ted'] == 0.6
   assert not any(o['holds'] for o in checks['onset'][1:])
@@ -246,27 +250,27 @@ def test_acceptance_reads_the_bootstrap_interval_and_the_rank_correlation():
   assert checks['product']['cells'] == 4 and checks['product']['spearman'] == pytest.approx(1.0)
   assert checks['product']['holds']
   # an interval that reaches 0, and a product that ranks the cells the other way round
-  table, sharp = _acceptance_inputs(-0.4, 0.05, em_ok=(0.1, 0.3, 0.9),
+  table, sharp = _check_inputs(-0.4, 0.05, em_ok=(0.1, 0.3, 0.9),
                                     product=(0.9, 0.5, 0.1))
-  checks = probe.acceptance(table, sharp)
+  checks = checks_lib.check(table, sharp)
   assert not checks['onset'][0]['holds']
   assert checks['product']['spearman'] == pytest.approx(-1.0) and not checks['product']['holds']
   # cells under min_hits do not count: 0.0 has no hits
-  table, sharp = _acceptance_inputs(-0.4, -0.1)
-  assert probe.acceptance(table, sharp)['product']['cells'] == 2
-  assert any('does not hold' in line for line in probe.format_acceptance(checks))
+  table, sharp = _check_inputs(-0.4, -0.1)
+  assert checks_lib.check(table, sharp)['product']['cells'] == 2
+  assert any('does not hold' in line for line in checks_lib.describe(checks))
 
 
-def test_acceptance_names_the_flat_curve_when_the_onset_is_undefined():
+def test_checks_name_the_flat_curve_when_the_onset_is_undefined():
   # No size has an exact match at L = 4 (0 at both ends) while 1 - TED/L rises.
-  table, sharp = _acceptance_inputs(float('nan'), float('nan'))
+  table, sharp = _check_inputs(float('nan'), float('nan'))
   sharp.loc[sharp['metric'] == 'exact_match', 'onset_index'] = float('nan')
-  why = probe.acceptance(table, sharp)['onset'][0]['why']
+  why = checks_lib.check(table, sharp)['onset'][0]['why']
   assert why == ('exact_match is the same at the smallest and the largest size: '
                  'onset index undefined')
   # Every size solves it: both curves are 1 at both ends.
   sharp['onset_index'] = float('nan')
-  why = probe.acceptance(table, sharp)['onset'][0]['why']
+  why = checks_lib.check(table, sharp)['onset'][0]['why']
   assert why.startswith('exact_match and one_minus_ted_over_L are the same at')
 
 
