@@ -11,6 +11,7 @@ the process exits with
 """
 import logging as std_logging
 import os
+import re
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -41,6 +42,9 @@ def usage_error(prog: str, message) -> NoReturn:
   fail(prog, message, USAGE_ERROR)
 
 
+_ABSL_MISSING = re.compile(r'Flag --(\w+) must have a value other than None')
+
+
 def flags_parser(prog: str) -> Callable[[list], list]:
   """An `app.run(..., flags_parser=)` that turns a bad flag into one line and exit 2
   ('<prog>: error: Unknown command line flag ...') instead of absl's two-line FATAL."""
@@ -49,7 +53,9 @@ def flags_parser(prog: str) -> Callable[[list], list]:
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:
-      usage_error(prog, e)
+      # A flag marked required says so in the words `require` uses for the others.
+      missing = _ABSL_MISSING.search(str(e))
+      usage_error(prog, f'--{missing.group(1)} is required' if missing else e)
   return parse
 
 
