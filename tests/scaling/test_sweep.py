@@ -99,6 +99,21 @@ def test_bad_grids_fail_with_one_clear_message():
     sweeps.plan(_config(run_bindings=('no_such_fn.x = 1',)))
 
 
+@pytest.mark.parametrize('budgets', [dict(flop_budgets=(-1,)), dict(token_budgets=(0,)),
+                                     dict(flop_budgets=(6e8, float('nan')))])
+def test_a_budget_of_zero_or_less_is_refused_where_the_grid_is_defined(budgets):
+  # Once planned as 1-step runs and reported as 'model too large for it'.
+  name = next(iter(budgets))
+  with pytest.raises(sweeps.SweepError, match=f'SweepConfig.{name} must be positive, got'):
+    _config(**dict(dict(flop_budgets=(), token_budgets=()), **budgets))
+
+
+def test_a_batch_size_of_zero_is_a_bad_configuration_of_every_point():
+  with pytest.raises(sweeps.SweepError, match=r'no point of the grid can run \(4 left out\).*'
+                                              'BATCH_SIZE must be positive, got 0'):
+    sweeps.plan(_config(run_bindings=_config().run_bindings + ('BATCH_SIZE = 0',)))
+
+
 def test_a_mesh_that_does_not_fit_the_devices_is_left_out_and_counted_once():
   asked = []
 
