@@ -141,7 +141,7 @@ OPTIMIZER_SCOPE = 'clip_and_optimizer_step'
 
 
 def bench_torch(cfg, batch_size, length):
-  """Eager PyTorch GPT-2-style step; the comparison the issue's CPU target names."""
+  """Eager PyTorch GPT-2-style step: the baseline the CPU throughput is compared with."""
   import torch
   import torch.nn.functional as F
   from torch import nn

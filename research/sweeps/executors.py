@@ -57,7 +57,7 @@ class LocalExecutor:
   def start(self, cmd: list[str], run_dir: str, lock_fd: int):
     log = open(os.path.join(run_dir, LOG_FILE), 'ab')
     preexec = _die_with_parent if sys.platform.startswith('linux') else None
-    # Own session: a Ctrl-C reaches only the sweep, which then SIGTERMs the trainers so
+    # Detached from the terminal: a Ctrl-C reaches only the sweep, which then SIGTERMs the trainers so
     # that they checkpoint (a SIGINT would kill them mid-step).
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(),
                             pass_fds=(lock_fd,), preexec_fn=preexec, start_new_session=True)

@@ -43,7 +43,7 @@ def test_two_step_run_of_tiny_gin(tmp_path):
   assert [r['step'] for r in rows] == [1, 2]
   assert 'eval_loss' in rows[-1] and rows[-1]['tokens'] == 2 * 4 * 32
   info = json.loads(open(os.path.join(workdir, 'run_info.json')).read())
-  # tiny.gin is the ~100k-parameter decoder DESIGN.md promises.
+  # tiny.gin is the ~100k-parameter decoder docs/design.md promises.
   assert 80_000 <= info['n_params'] <= 150_000
   assert info['architecture']['family'] == 'decoder'
 
