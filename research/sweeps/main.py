@@ -36,12 +36,11 @@ _FIT = flags.DEFINE_bool('fit', False, 'Fit scaling laws to results.csv (researc
 _PLAN_ONLY = flags.DEFINE_bool('plan_only', False, 'Print the grid and exit.')
 
 
-def _fit(prog: str, results_csv: str) -> int:
+def _fit(results_csv: str) -> int:
   from research.sweeps import executors  # pylint: disable=g-import-not-at-top
   out = os.path.join(os.path.dirname(results_csv), 'fits')
   cmd = [sys.executable, '-m', 'research.scaling', f'--results={results_csv}', f'--out={out}']
-  logging.info('fitting: %s', ' '.join(cmd[1:]))
-  print(f'{prog}: fitting {results_csv} into {out}', flush=True)
+  logging.info('fitting %s into %s: %s', results_csv, out, ' '.join(cmd[1:]))
   return subprocess.call(cmd, env=executors.child_env())
 
 
@@ -55,6 +54,7 @@ def _print_plan(points, skipped) -> None:
 
 def main(argv: Sequence[str], prog: str = PROG) -> None:
   del argv  # cli.run refuses extra arguments
+  cli.show_own_info()
   if not _PLAN_ONLY.value:
     cli.require(prog, sweep_dir=_SWEEP_DIR.value)
   if _SWEEP_DIR.value and os.path.exists(_SWEEP_DIR.value) and not os.path.isdir(
@@ -82,7 +82,7 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
     sys.exit(130)
   code = 1 if summary['failed'] else 0
   if _FIT.value and report.rows:
-    code = _fit(prog, path) or code
+    code = _fit(path) or code
   sys.exit(code)
 
 
