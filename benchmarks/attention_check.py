@@ -56,7 +56,12 @@ def main(argv):
   import jax
   import jax.numpy as jnp
   import numpy as np
+  from research import cli
   from research.models import attention
+  try:
+    impls = {name: attention.implementation(name) for name in _IMPLS.value}
+  except ValueError as e:
+    cli.usage_error('attention_check.py', f'--impls: {e}')
   b, t, h, g, d = (_BATCH.value, _LENGTH.value, _HEADS.value, _KV_HEADS.value,
                    _HEAD_DIM.value)
   dtype = jnp.bfloat16 if jax.default_backend() == 'gpu' else jnp.float32
@@ -79,8 +84,7 @@ def main(argv):
                                      argnums=(0, 1, 2)))
     ref_out = attention.einsum_attention(q, k, v, mask, None, scale) * valid[..., None, None]
     _, ref_grads = ref(q, k, v, mask, cot)
-    for impl in _IMPLS.value:
-      fn = attention.ATTENTION_IMPLS[impl]
+    for impl, fn in impls.items():
       low = [x.astype(dtype) for x in (q, k, v)] + [mask, cot]
       out = jax.jit(lambda q, k, v, mask: fn(q, k, v, mask, None, scale))(*low[:4])
       out = out.astype(jnp.float32) * valid[..., None, None]

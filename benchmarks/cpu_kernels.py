@@ -3,8 +3,8 @@ r"""The CPU benchmark model's building blocks alone, jitted JAX against eager Py
   python benchmarks/cpu_kernels.py [--rows=4096] [--width=256] [--hidden=1024]
 
 Times LayerNorm, tanh-GELU, the MLP's first matmul ([rows, width] x [width, hidden]) and
-causal self-attention (the model's `blocked_attention` on a causal mask known at trace
-time, against `scaled_dot_product_attention(is_causal=True)`), forward and forward +
+causal self-attention (the model's `cpu_attention.blocked_attention` on a causal mask known
+at trace time, against `scaled_dot_product_attention(is_causal=True)`), forward and forward +
 backward, at the shapes of gin_configs/runs/bench_gpt2_cpu.gin (batch 16 x context 256 =
 4096 rows, 4 heads of 64), so a gap in benchmarks/train_step.py --torch can be traced to the
 kernels or to what lies between them. Medians of --repeats calls; every JAX case runs
@@ -15,7 +15,7 @@ forward x @ w, input gradient dy @ w^T and weight gradient x^T @ dy (XLA:CPU giv
 to YNNPACK only when its left operand is row-major and contracted on its last dimension,
 xla/backends/cpu/ynn_support.cc, so the weight gradient, which contracts the rows of
 both, is an Eigen dot), and, last, the weight gradient as the model computes it on CPU
-(`layers._weight_grad_cpu`: (dy^T @ x)^T on YNNPACK where the output is no wider than
+(`cpu_matmul._weight_grad_cpu`: (dy^T @ x)^T on YNNPACK where the output is no wider than
 the input).
 """
 import os
@@ -66,7 +66,7 @@ def main(argv):
   norm_params = norm.init(jax.random.PRNGKey(0), x)
   xt, ht, wt = (torch.tensor(a, requires_grad=True) for a in (x, h, w))
   torch_norm = torch.nn.LayerNorm(width, eps=1e-5)
-  from research.models import attention
+  from research.models.kernels import cpu_attention
   context, heads = _CONTEXT.value, _HEADS.value
   qkv = [rng.standard_normal((rows // context, context, heads, width // heads), np.float32)
          for _ in range(3)]
@@ -74,7 +74,7 @@ def main(argv):
   scale = (width // heads) ** -0.5
 
   def blocked(q, k, v, mask):  # the mask an input, as in the model (not a constant)
-    return attention.blocked_attention(q, k, v, mask, None, scale, lower_triangular=True)
+    return cpu_attention.blocked_attention(q, k, v, mask, scale, lower_triangular=True)
   qkv_t = [torch.tensor(a.transpose(0, 2, 1, 3).copy(), requires_grad=True) for a in qkv]
 
   # name: (jax function, its inputs, torch forward); the backward of each is driven by
@@ -119,10 +119,11 @@ def main(argv):
             for i, o in dense]
   jax_dots = [[_time(lambda f=jax.jit(f), a=jax.device_put(a): jax.block_until_ready(f(*a)),
                      _REPEATS.value) for f in products.values()] for a in arrays]
-  # The weight gradient as the model computes it on CPU (layers._weight_grad_cpu).
-  from research.models import layers
-  model_dw = [_time(lambda f=jax.jit(layers._weight_grad_cpu),  # pylint: disable=protected-access
-                    a=jax.device_put((a[0], a[2])): jax.block_until_ready(f(*a)),
+  # The weight gradient as the model computes it on CPU (cpu_matmul._weight_grad_cpu).
+  from research.models.kernels import cpu_matmul
+  weight_grad = jax.jit(cpu_matmul._weight_grad_cpu)  # pylint: disable=protected-access
+  model_dw = [_time(lambda a=jax.device_put((a[0], a[2])): jax.block_until_ready(
+                        weight_grad(*a)),
                     _REPEATS.value) for a in arrays]
   print(f'{"dense layer":<24} ' + ' '.join(f'{p:>19}' for p in products)
         + '  model dW  (ms, jax / torch; model dW: jax)')

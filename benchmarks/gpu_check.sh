@@ -1,5 +1,5 @@
 #!/bin/bash
-# The GPU checks of issue 8 in one call (see the device tool): cuDNN attention against the
+# The GPU checks in one call (docs/performance.md): cuDNN attention against the
 # fp32 reference, then the ~350M decoder's train step (tokens/s, MFU, memory) in a few
 # variants. Needs gin-config as a wheel in .whl/ where the image lacks it (.whl/ is
 # git-ignored: name it in the device tool's `carry`). Logs go to $OUT (or

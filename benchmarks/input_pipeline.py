@@ -4,8 +4,8 @@
 
 Measures batches made by the producer itself (prefetch=0, one thread), so the number is what
 one host core sustains, not a queue drain. Reports non-padding tokens/s and compares with
-what a CPU trainer of a ~10M-parameter model consumes (TRAINER_TOKENS_PER_S; the pipeline
-should make at least 10x that, so that it never holds the trainer up).
+what a CPU trainer of a ~10M-parameter model consumes (TRAINER_TOKENS_PER_S; the target is
+at least 10x that).
 """
 import time
 

@@ -141,7 +141,7 @@ OPTIMIZER_SCOPE = 'clip_and_optimizer_step'
 
 
 def bench_torch(cfg, batch_size, length):
-  """Eager PyTorch GPT-2-style step: the baseline the CPU throughput is compared with."""
+  """Eager PyTorch GPT-2-style step; the baseline of the CPU target (docs/performance.md)."""
   import torch
   import torch.nn.functional as F
   from torch import nn

@@ -50,6 +50,23 @@ def fig3(table: pd.DataFrame, metric: str, ax=None):
   return ax
 
 
+def fig3_contrast(table: pd.DataFrame, axes=None):
+  """Schaeffer et al. (2023) Fig. 3's contrast: the same ladder under exact match,
+  1 - TED/L and the answer's log-likelihood side by side, one line per answer length L
+  (mean over seeds of the final checkpoints). A discontinuous metric can show a jump
+  where the continuous ones rise steadily."""
+  metrics = (('exact_match', 'exact match'),
+             ('one_minus_ted_over_L', '1 - TED/L (token edit distance)'),
+             ('answer_logp', 'answer log-likelihood per digit (nats)'))
+  if axes is None:
+    _, axes = plt.subplots(1, len(metrics), figsize=(13, 3.6))
+  for ax, (metric, label) in zip(axes, metrics):
+    fig3(table, metric, ax=ax)
+    ax.set_ylabel(label)
+    ax.set_title(label, fontsize=9)
+  return axes
+
+
 def fig4(table: pd.DataFrame, ax=None):
   ax = ax or plt.figure(figsize=(5, 3.6)).gca()
   data = _finals(table)

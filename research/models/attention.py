@@ -4,7 +4,6 @@ The mask is a function of per-token metadata only (segment id, index, prefix
 flag), so training (packed rows), prefix-LM and cached decoding share one
 code path: cached keys keep their metadata beside them.
 """
-import functools
 from typing import NamedTuple, Optional
 
 import flax.linen as nn
@@ -14,8 +13,11 @@ import jax.numpy as jnp
 from research.models import axes
 from research.models import layers
 from research.models.config import TransformerConfig
+from research.models.kernels import NEG_INF
+from research.models.kernels import cpu_attention
+from research.models.kernels import cpu_matmul
+from research.models.kernels import gpu_attention
 
-NEG_INF = -1e10  # finite, so fully masked (padding) rows stay NaN-free
 
 
 class SeqInfo(NamedTuple):
@@ -92,7 +94,7 @@ def attention_over_parts(q_bqhd, parts, scale):
 def dot_product_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
                           lower_triangular=False):
   """`jax.nn.dot_product_attention` with its default (XLA) implementation everywhere;
-  'cudnn' below asks for cuDNN's fused kernel on GPUs."""
+  'cudnn' asks for cuDNN's fused kernel on GPUs."""
   del lower_triangular
   if bias_bhqk is not None:
     bias_bhqk = bias_bhqk.astype(q_bqhd.dtype)
@@ -100,271 +102,59 @@ def dot_product_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
                                       mask=mask_b1qk, scale=scale)
 
 
-# ----------------------------------------------------------- blocked causal attention
-#
-# XLA:CPU's autodiff of the reference materializes the fp32 [b, h, q, k] logits and
-# probabilities and makes about ten elementwise passes over them (forward and backward).
-# `blocked_attention` does two things about it (benchmarks/profile_train_step.py):
-#   1. Query block i reads only keys [0, end of block i] when the mask allows nothing
-#      above the block diagonal (causal attention; checked on the mask at run time, so
-#      packed rows, padding and prefix-LM batches stay exact): 37.5% fewer logits at 4
-#      blocks.
-#   2. A hand-written backward (the FlashAttention one: dS = P * (dP - rowsum(dO * O)))
-#      instead of differentiating max / exp / sum / divide.
-# Probabilities are kept for the backward (no recompute): memory is not what binds on CPU.
-# With a position bias the reference path runs (its gradient would be needed here).
-# Up to TILED_MAX_BLOCKS blocks (and with enough batch x heads) the causal case runs
-# as tiles (`_tiled`, below).
+def _reference_with_bias(kernel):
+  """An implementation from a kernel that takes no position bias: with a bias the
+  reference runs instead (the kernels' hand-written backwards have no bias gradient)."""
 
-ATTENTION_BLOCK = 64  # query rows per block; at most 16 blocks
-TILED_MAX_BLOCKS = 4  # tiles for 2 to 4 blocks ...
-TILED_MIN_BATCH_HEADS = 32  # ... where batch x query heads is at least this
+  def attend(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale, lower_triangular=False):
+    if bias_bhqk is not None:
+      return einsum_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale)
+    return kernel(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, scale, lower_triangular)
+
+  attend.__name__, attend.__doc__ = kernel.__name__, kernel.__doc__
+  return attend
 
 
-def _query_blocks(q_len: int, k_len: int) -> tuple[tuple[int, int, int], ...]:
-  """((q_lo, q_hi, k_hi), ...): query block [q_lo, q_hi) may see keys [0, k_hi)."""
-  block = max(ATTENTION_BLOCK, -(-q_len // 16))
-  if q_len != k_len or q_len % block or q_len == block:
-    return ((0, q_len, k_len),)
-  return tuple((lo, lo + block, lo + block) for lo in range(0, q_len, block))
+# Blocked causal attention and its tiles, trained faster than the reference on XLA:CPU
+# (research/models/kernels/cpu_attention.py).
+blocked_attention = _reference_with_bias(cpu_attention.blocked_attention)
+# cuDNN's fused attention on GPUs in bf16/fp16, else `blocked_attention`
+# (research/models/kernels/gpu_attention.py).
+cudnn_attention = _reference_with_bias(gpu_attention.cudnn_attention)
+
+# What attention_impl='auto' runs on each backend (`jax.default_backend()`): the kernels
+# that were shaped for it; on any other backend XLA's own attention.
+AUTO_ATTENTION_IMPLS = {'cpu': 'blocked', 'gpu': 'cudnn', 'tpu': 'dot_product'}
+AUTO_ATTENTION_FALLBACK = 'dot_product'
 
 
-def _cpu_barrier(tree):
-  """`jax.lax.optimization_barrier` where the default backend is the CPU, else the
-  identity (decided at trace time: `lax.platform_dependent` would add a `cond` to the
-  jaxpr, and nothing else here should)."""
-  return jax.lax.optimization_barrier(tree) if jax.default_backend() == 'cpu' else tree
+def auto_impl() -> str:
+  """The implementation that 'auto' names on the default backend."""
+  return AUTO_ATTENTION_IMPLS.get(jax.default_backend(), AUTO_ATTENTION_FALLBACK)
 
 
-# Inside, q is [b, g, r, q, d], k and v [b, g, k, d] and the mask [b, 1, 1, q, k]: with
-# the batch dimensions leading, every dot reads its operands as they lie. In the
-# projections' [b, q, h, d] layout XLA:CPU transposed each block's slices for every dot
-# (about a third of the attention's time at the benchmark's shape).
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _blocked(q, k, v, mask, scale, blocks):
-  return _blocked_fwd(q, k, v, mask, scale, blocks)[0]
+def auto_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
+                   lower_triangular=False):
+  """The implementation `auto_impl` names, chosen at trace time (looked up in
+  `ATTENTION_IMPLS` at every call, so a replaced entry is what runs)."""
+  return ATTENTION_IMPLS[auto_impl()](q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
+                                      lower_triangular=lower_triangular)
 
 
-def _blocked_fwd(q, k, v, mask, scale, blocks):
-  # Every block's operands, then every block's logits, pass one optimization barrier on
-  # CPU. XLA:CPU runs a dot with batch dimensions on one thread, and its executor keeps a
-  # node's successors that become ready one by one on that node's thread: the blocks'
-  # query-key dots ran one after another while the other thread idled (3.7 ms a layer in
-  # the CPU benchmark's step). Ready together, they are dealt to both threads (the
-  # layer's attention 11.7 -> 10.9 ms in the step's trace; the step 1.015, 1.004, 1.002,
-  # 1.014 times as fast in turns; either barrier alone: 0.984; 0.992, 0.989).
-  parts = _cpu_barrier([(q[..., lo:hi, :], k[:, :, :k_hi], v[:, :, :k_hi],
-                         mask[..., lo:hi, :k_hi]) for lo, hi, k_hi in blocks])
-  logits = _cpu_barrier([jnp.einsum('bgrqd,bgkd->bgrqk', qb, kb,
-                                    preferred_element_type=jnp.float32) * scale
-                         for qb, kb, _, _ in parts])
-  outs, probs = [], []
-  for (_, _, vb, mb), block_logits in zip(parts, logits):
-    p = jax.nn.softmax(jnp.where(mb, block_logits, NEG_INF), axis=-1)
-    outs.append(jnp.einsum('bgrqk,bgkd->bgrqd', p.astype(v.dtype), vb))
-    probs.append(p)
-  out = jnp.concatenate(outs, axis=3)
-  return out, (q, k, v, mask, out, probs)
+# Every implementation takes (q [b, q, h, d], k and v [b, k, g, d], mask [b, 1, q, k],
+# bias [b, h, q, k] or None, scale, lower_triangular=) and returns [b, q, h, d]; the names
+# are TransformerConfig.attention_impl's choices (config.ATTENTION_IMPLS).
+ATTENTION_IMPLS = {'auto': auto_attention, 'einsum': einsum_attention,
+                   'dot_product': dot_product_attention, 'blocked': blocked_attention,
+                   'cudnn': cudnn_attention}
 
 
-def _blocked_bwd(scale, blocks, residuals, d_out):
-  q, k, v, mask, out, probs = residuals
-  dq = []
-  # dk and dv are accumulated transposed, [b, g, d, k]: as 'bgrqd,bgrqk->bgdk' the dots
-  # read the probabilities and ds as they lie and transpose only the [q, d] operand. As
-  # 'bgrqk,bgrqd->bgkd', XLA:CPU wrote every block's probabilities and ds once more,
-  # transposed (attention alone, fwd + bwd at the CPU benchmark's shape, old and new in
-  # turns: 26.9 -> 22.1 and 23.9 -> 20.7 ms; about 1% of that train step, 3% at context 1024).
-  dk_t = jnp.zeros((*k.shape[:2], k.shape[3], k.shape[2]), jnp.float32)  # [b, g, d, k]
-  dv_t = jnp.zeros_like(dk_t)
-  delta = jnp.einsum('bgrqd,bgrqd->bgrq', d_out.astype(jnp.float32), out.astype(jnp.float32))
-  for (lo, hi, k_hi), p in zip(blocks, probs):
-    do = d_out[..., lo:hi, :]
-    dp = jnp.einsum('bgrqd,bgkd->bgrqk', do, v[:, :, :k_hi], preferred_element_type=jnp.float32)
-    # Fully masked (padding) rows have uniform p; the reference's gradient is 0 there.
-    ds = jnp.where(mask[..., lo:hi, :k_hi], p * (dp - delta[..., lo:hi, None]) * scale, 0.)
-    dq.append(jnp.einsum('bgrqk,bgkd->bgrqd', ds.astype(k.dtype), k[:, :, :k_hi]))
-    # Each block's product in the input dtype, summed in fp32: XLA:CPU runs these
-    # transposed-operand dots as Eigen DotThunks, which have no bf16 x bf16 -> fp32 (the
-    # shrunk 350M config of tests/benchmarks/test_benchmark_scripts.py failed with it).
-    dk_t = dk_t.at[..., :k_hi].add(jnp.einsum('bgrqd,bgrqk->bgdk', q[..., lo:hi, :],
-                                              ds.astype(q.dtype)))
-    dv_t = dv_t.at[..., :k_hi].add(jnp.einsum('bgrqd,bgrqk->bgdk', do, p.astype(do.dtype)))
-  return (jnp.concatenate(dq, axis=3).astype(q.dtype),
-          jnp.swapaxes(dk_t, -1, -2).astype(k.dtype),
-          jnp.swapaxes(dv_t, -1, -2).astype(v.dtype), None)
-
-
-_blocked.defvjp(_blocked_fwd, _blocked_bwd)
-
-
-# Tiles: queries and keys cut into the same blocks, each its own [b, g, (r,) block, d]
-# array, and a dot for every (query tile i, key tile j <= i) pair, the softmax spanning a
-# query tile's pairs (FlashAttention-2's blocks, each pair kept whole). Every dot reads
-# whole tiles, so nothing copies the keys' prefixes out of [b, g, k, d] (the blocked path
-# copies 2.5 times k and v at 4 blocks, forward and backward) and dk, dv are plain sums
-# over tiles instead of updates of slices; the slicing transposes fuse into one copy per
-# tile. More, smaller ops: in turns in the CPU benchmark's step (context 256, 4 tiles)
-# 1.031 and 1.031 times as fast as the blocked path (a prototype: 1.027, 1.038), and
-# 1.010 at context 128 with batch 32; slower with more tiles (context 512: 0.947 with 8
-# tiles, 0.967 with 4 of 128 rows; context 1024: 0.944, 0.984, 0.939 with 16, 8, 4 tiles),
-# so longer contexts keep the blocked path. Smaller dots lose too: at context 256 with 4
-# heads, batch 4 gave 0.978 and 0.966, batch 8 1.019, 1.005, 1.037, batch 32 1.014, 1.035.
-# (The batch is the traced one: under data parallelism a device's share is smaller.)
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _tiled(q_tiles, k_tiles, v_tiles, masks, scale):
-  return _tiled_fwd(q_tiles, k_tiles, v_tiles, masks, scale)[0]
-
-
-def _tiled_fwd(q_tiles, k_tiles, v_tiles, masks, scale):
-  outs, probs = [], []
-  for i, qi in enumerate(q_tiles):
-    logits = [jnp.where(masks[i][j], jnp.einsum('bgrqd,bgkd->bgrqk', qi, k_tiles[j],
-                                                preferred_element_type=jnp.float32) * scale,
-                        NEG_INF) for j in range(i + 1)]
-    top = functools.reduce(jnp.maximum, [jnp.max(x, -1, keepdims=True) for x in logits])
-    exps = [jnp.exp(x - top) for x in logits]
-    total = functools.reduce(jnp.add, [jnp.sum(e, -1, keepdims=True) for e in exps])
-    p = [e / total for e in exps]
-    outs.append(_sum_f32(jnp.einsum('bgrqk,bgkd->bgrqd', pj.astype(v_tiles[j].dtype),
-                                    v_tiles[j]) for j, pj in enumerate(p)).astype(qi.dtype))
-    probs.append(p)
-  return outs, (q_tiles, k_tiles, v_tiles, masks, outs, probs)
-
-
-def _tiled_bwd(scale, residuals, d_outs):
-  q_tiles, k_tiles, v_tiles, masks, outs, probs = residuals
-  n = len(q_tiles)
-  dq, dk_t, dv_t = [[] for _ in range(n)], [[] for _ in range(n)], [[] for _ in range(n)]
-  for i, (qi, do) in enumerate(zip(q_tiles, d_outs)):
-    delta = jnp.einsum('bgrqd,bgrqd->bgrq', do.astype(jnp.float32),
-                       outs[i].astype(jnp.float32))[..., None]
-    for j in range(i + 1):
-      p = probs[i][j]
-      dp = jnp.einsum('bgrqd,bgkd->bgrqk', do, v_tiles[j], preferred_element_type=jnp.float32)
-      # Fully masked (padding) rows have uniform p; the reference's gradient is 0 there.
-      ds = jnp.where(masks[i][j], p * (dp - delta) * scale, 0.)
-      dq[i].append(jnp.einsum('bgrqk,bgkd->bgrqd', ds.astype(k_tiles[j].dtype), k_tiles[j]))
-      # dk and dv transposed, [b, g, d, k], as in `_blocked_bwd`.
-      dk_t[j].append(jnp.einsum('bgrqd,bgrqk->bgdk', qi, ds.astype(qi.dtype)))
-      dv_t[j].append(jnp.einsum('bgrqd,bgrqk->bgdk', do, p.astype(do.dtype)))
-  return ([_sum_f32(x).astype(q.dtype) for x, q in zip(dq, q_tiles)],
-          [jnp.swapaxes(_sum_f32(x), -1, -2).astype(k.dtype) for x, k in zip(dk_t, k_tiles)],
-          [jnp.swapaxes(_sum_f32(x), -1, -2).astype(v.dtype) for x, v in zip(dv_t, v_tiles)],
-          None)
-
-
-_tiled.defvjp(_tiled_fwd, _tiled_bwd)
-
-
-def _sum_f32(xs):
-  """Sum of same-shaped arrays in fp32 (bf16 products summed without rounding between)."""
-  return functools.reduce(jnp.add, [x.astype(jnp.float32) for x in xs])
-
-
-def _tiled_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, scale, blocks):
-  """Causal self-attention over the tiles `blocks` (each (lo, hi, hi)), [b, q, h, d]."""
-  b, _, h, d = q_bqhd.shape
-  g = k_bkgd.shape[2]
-  tiles = [(lo, hi) for lo, hi, _ in blocks]
-  q_tiles = [q_bqhd[:, lo:hi].reshape(b, hi - lo, g, h // g, d).transpose(0, 2, 3, 1, 4)
-             for lo, hi in tiles]
-  k_tiles, v_tiles = ([x[:, lo:hi].transpose(0, 2, 1, 3) for lo, hi in tiles]
-                      for x in (k_bkgd, v_bkgd))
-  masks = [[mask_b1qk[:, :, None, q_lo:q_hi, k_lo:k_hi] for k_lo, k_hi in tiles[:i + 1]]
-           for i, (q_lo, q_hi) in enumerate(tiles)]
-  outs = _tiled(q_tiles, k_tiles, v_tiles, masks, scale)
-  return jnp.concatenate([o.transpose(0, 3, 1, 2, 4).reshape(b, -1, h, d) for o in outs],
-                         axis=1)
-
-
-def blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
-                      lower_triangular=False):
-  """Same result as `einsum_attention` on every row that attends to something (a fully
-  masked padding row averages fewer values), faster to train on CPU (see above); blocks
-  run as tiles where `TILED_MAX_BLOCKS` and `TILED_MIN_BATCH_HEADS` allow. With
-  `lower_triangular` the blocks are used without checking the mask at run time (the
-  check is a `lax.cond`, 10-15% of the attention's fwd+bwd at the benchmark's shape)."""
-  if bias_bhqk is not None:
-    return einsum_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale)
-  q_len, k_len = q_bqhd.shape[1], k_bkgd.shape[1]
-  blocks = _query_blocks(q_len, k_len)
-  batch_heads = q_bqhd.shape[0] * q_bqhd.shape[2]
-
-  def run(blocks):
-    if 1 < len(blocks) <= TILED_MAX_BLOCKS and batch_heads >= TILED_MIN_BATCH_HEADS:
-      return lambda q, k, v, mask: _tiled_attention(q, k, v, mask, scale, blocks)
-    return lambda q, k, v, mask: _blocked_attention(q, k, v, mask, scale, blocks)
-
-  if len(blocks) == 1 or lower_triangular:
-    return run(blocks)(q_bqhd, k_bkgd, v_bkgd, mask_b1qk)
-  # blocks only where the mask has nothing above the block diagonal (e.g. a prefix)
-  above = jnp.arange(k_len)[None, :] >= jnp.array(
-      [hi for _, hi, _ in blocks]).repeat(blocks[0][1] - blocks[0][0])[:, None]
-  return jax.lax.cond(jnp.any(mask_b1qk & above), run(((0, q_len, k_len),)), run(blocks),
-                      q_bqhd, k_bkgd, v_bkgd, mask_b1qk)
-
-
-def _blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, scale, blocks):
-  """`_blocked` in its [b, g, r, q, d] layout, from and back to [b, q, h, d]."""
-  b, q_len, h, d = q_bqhd.shape
-  g = k_bkgd.shape[2]
-  q = q_bqhd.reshape(b, q_len, g, h // g, d).transpose(0, 2, 3, 1, 4)
-  k, v = k_bkgd.transpose(0, 2, 1, 3), v_bkgd.transpose(0, 2, 1, 3)
-  out = _blocked(q, k, v, mask_b1qk[:, :, None], scale, blocks)
-  return out.transpose(0, 3, 1, 2, 4).reshape(b, q_len, h, d)
-
-
-# ---------------------------------------------------------------- cuDNN flash attention
-#
-# On a GPU with bf16/fp16 activations, `jax.nn.dot_product_attention(implementation=
-# 'cudnn')` runs cuDNN's fused (FlashAttention-style) kernels, forward and backward. cuDNN
-# takes a mask only as an additive bias, which it reads for every head, and it skips the
-# blocks above the diagonal only for its own causal mask. So the mask picks one of three
-# calls at run time (`lax.switch`, one per layer):
-#   0. exactly causal (one segment per row, no padding): the causal kernel, no bias;
-#   1. nothing above the diagonal (packed rows, padding): causal kernel plus the mask as bias;
-#   2. anything else (bidirectional encoder, prefix LM, cross-attention): the mask as bias.
-# Elsewhere (CPU, TPU, fp32, a position bias, head dim over 128 or not a multiple of 8, odd
-# lengths) it is `blocked_attention`. Checked against the reference on a GPU by
-# benchmarks/attention_check.py.
-
-
-def _cudnn_usable(q_bqhd, k_bkgd, bias_bhqk) -> bool:
-  # cuDNN's flash attention with a bias needs even sequence lengths; lax.switch traces
-  # every branch, so the exactly causal case needs them too.
-  return (bias_bhqk is None and jax.default_backend() == 'gpu'
-          and q_bqhd.dtype in (jnp.bfloat16, jnp.float16) and q_bqhd.shape[-1] <= 128
-          and q_bqhd.shape[-1] % 8 == 0 and q_bqhd.shape[1] % 2 == 0
-          and k_bkgd.shape[1] % 2 == 0)
-
-
-def cudnn_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
-                    lower_triangular=False):
-  """cuDNN fused attention where it applies (see above), else `blocked_attention`."""
-  if not _cudnn_usable(q_bqhd, k_bkgd, bias_bhqk):
-    return blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
-                             lower_triangular)
-  call = functools.partial(jax.nn.dot_product_attention, q_bqhd, k_bkgd, v_bkgd,
-                           scale=scale, implementation='cudnn')
-  causal_only = lambda: call(is_causal=True)
-  causal_masked = lambda: call(mask=mask_b1qk, is_causal=True)
-  masked = lambda: call(mask=mask_b1qk)
-  q_len, k_len = q_bqhd.shape[1], k_bkgd.shape[1]
-  if q_len != k_len:
-    return masked()
-  return jax.lax.switch(cudnn_branch(mask_b1qk), (causal_only, causal_masked, masked))
-
-
-def cudnn_branch(mask_b1qk):
-  """0: the mask is exactly causal; 1: nothing above the diagonal; 2: anything else."""
-  lower = jnp.tril(jnp.ones(mask_b1qk.shape[-2:], bool))
-  return jnp.where(jnp.all(mask_b1qk == lower), 0,
-                   jnp.where(jnp.any(mask_b1qk & ~lower), 2, 1))
-
-
-ATTENTION_IMPLS = {'einsum': einsum_attention, 'dot_product': dot_product_attention,
-                   'blocked': blocked_attention, 'cudnn': cudnn_attention}
+def implementation(name: str):
+  """The implementation called `name`; a ValueError naming the choices if none is."""
+  if name not in ATTENTION_IMPLS:
+    raise ValueError(f'unknown attention implementation {name!r}: choose one of '
+                     f'{", ".join(ATTENTION_IMPLS)}')
+  return ATTENTION_IMPLS[name]
 
 
 class Attention(nn.Module):
@@ -429,8 +219,8 @@ class Attention(nn.Module):
     if self.is_mutable_collection('intermediates'):  # analysis only; not in a train step
       self.sow('intermediates', 'attention_probs',
                attention_probs(q, k, mask, bias, self._scale()))
-    attn_bqhd = ATTENTION_IMPLS[cfg.attention_impl](q, k, v, mask, bias, self._scale(),
-                                                    lower_triangular=lower)
+    attn_bqhd = implementation(cfg.attention_impl)(q, k, v, mask, bias, self._scale(),
+                                                   lower_triangular=lower)
     attn_bqhd = nn.with_logical_constraint(attn_bqhd, axes.ACT_BLHD)
     return out(attn_bqhd)
 
@@ -529,7 +319,7 @@ def _fused_projections(x_bqd, projections):
   heads = [w.shape[1] for w, _ in weights]
   d_model, d = weights[0][0].shape[0], weights[0][0].shape[2]
   kernel = jnp.concatenate([w.reshape(d_model, -1) for w, _ in weights], axis=1)
-  y = layers.matmul_trailing(x_bqd.astype(kernel.dtype), kernel, 1)
+  y = cpu_matmul.matmul_trailing(x_bqd.astype(kernel.dtype), kernel, 1)
   if weights[0][1] is not None:
     y = y + jnp.concatenate([b.reshape(-1) for _, b in weights])
   splits = [sum(heads[:i]) * d for i in (1, 2)]

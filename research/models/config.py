@@ -18,7 +18,8 @@ NORM_POSITIONS = ('pre', 'post')
 ACTIVATIONS = ('relu', 'gelu', 'gelu_exact', 'silu', 'swiglu', 'geglu', 'reglu')
 GATED_ACTIVATIONS = ('swiglu', 'geglu', 'reglu')
 POSITIONS = ('learned', 'sinusoidal', 'rope', 'alibi', 't5_relative', 'none')
-ATTENTION_IMPLS = ('einsum', 'dot_product', 'blocked', 'cudnn')
+# 'auto' picks one per backend at trace time (attention.AUTO_ATTENTION_IMPLS).
+ATTENTION_IMPLS = ('auto', 'einsum', 'dot_product', 'blocked', 'cudnn')
 DTYPES = ('float32', 'bfloat16', 'float16')
 
 
@@ -67,7 +68,7 @@ class TransformerConfig:
   dtype: str = 'float32'  # compute dtype
   param_dtype: str = 'float32'
   z_loss: float = 0.0  # PaLM's auxiliary loss z_loss * log(Z)^2; read by the loss
-  attention_impl: str = 'blocked'
+  attention_impl: str = 'auto'
   init_std: float = 0.02
 
   def __post_init__(self):

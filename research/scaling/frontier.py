@@ -13,7 +13,8 @@ solved as one batch (no per-replicate Python loop over points).
 
 Reliability: an envelope point whose best run is the smallest or largest model covering that
 compute is censored (the optimum may lie outside the sizes tried) and dropped; a budget whose
-parabola has no minimum (curvature <= 0) is dropped. With fewer than ~4 usable budgets or
+parabola has no minimum (curvature <= 0), or whose lowest loss is at the smallest or largest
+size (no interior minimum), is left out and named with the reason in FrontierFit.excluded. With fewer than ~4 usable budgets or
 sizes spanning less than ~1 decade per budget, a and b are unreliable to more than +-0.05: read
 the intervals. On a Chinchilla-like grid (9 budgets x 10 sizes, 0.3% noise) both approaches
 recover a and b within 0.03 (tests/scaling/test_frontier.py).
@@ -40,6 +41,7 @@ class FrontierFit:
   points: pd.DataFrame      # c, n_opt, d_opt (and loss) the power laws were fitted to
   notes: tuple
   level: float = 0.95
+  excluded: Dict[float, str] = dataclasses.field(default_factory=dict)  # budget -> why left out
 
   def estimates(self) -> Dict[str, stats.Estimate]:
     return {'a': stats.estimate(self.a, self.boot[:, 0], self.level),
@@ -142,7 +144,8 @@ def approach1(curves: pd.DataFrame, n_bootstrap: int = 1000, n_grid: int = 300, 
 def isoflop_parabolas(finals: pd.DataFrame, w: Optional[np.ndarray] = None) -> pd.DataFrame:
   """Per budget: the parabola L = c0 + c1 x + c2 x^2 in x = log N (Hoffmann et al. 2022,
   Sec. 3.2) and its minimum; log D at the minimum from a line through the budget's (log N,
-  log D). Budgets with fewer than 3 sizes or no minimum have NaN n_opt."""
+  log D). Budgets with fewer than 3 sizes or no minimum have NaN n_opt. `edge` says whether
+  the lowest final loss of the budget is at its smallest or largest size ('' if neither)."""
   rows = []
   for budget, g in finals.groupby('budget', sort=True):
     x, ld = np.log(g.n.to_numpy()), np.log(g.d.to_numpy())
@@ -151,55 +154,85 @@ def isoflop_parabolas(finals: pd.DataFrame, w: Optional[np.ndarray] = None) -> p
         np.full(3, np.nan)
     x_min = -coef[1] / (2 * coef[2]) if coef[2] > 0 else np.nan
     k, s = stats.linear_fit(x, ld, np.ones_like(x))
+    x_best = x[np.argmin(g.loss.to_numpy())]
+    edge = 'smallest' if x_best == x.min() else 'largest' if x_best == x.max() else ''
     rows.append({'budget': budget, 'c0': coef[0], 'c1': coef[1], 'c2': coef[2],
                  'n_opt': np.exp(x_min), 'd_opt': np.exp(k + s * x_min),
                  'loss': coef[0] + coef[1] * x_min + coef[2] * x_min ** 2 if np.isfinite(x_min)
                  else np.nan,
                  'inside': bool(x.min() <= x_min <= x.max()) if np.isfinite(x_min) else False,
-                 'n_sizes': g.n.nunique()})
+                 'edge': edge, 'n_sizes': g.n.nunique(),
+                 'n_min': float(np.exp(x.min())), 'n_max': float(np.exp(x.max()))})
   return pd.DataFrame(rows)
 
 
+def budget_exclusions(prof: pd.DataFrame, exclude_edge: bool = True) -> Dict[float, str]:
+  """Budgets of an isoflop_parabolas table that Approach 2 leaves out, each with the reason.
+
+  With exclude_edge, a budget whose lowest loss is at the smallest or largest size tried, or
+  whose parabola's minimum lies outside the sizes, has no interior minimum: its N_opt would be
+  an extrapolation of the parabola, so it is named here rather than fitted."""
+  out = {}
+  for r in prof.itertuples():
+    if r.n_sizes < 3:
+      out[float(r.budget)] = f'{r.n_sizes} model sizes; a parabola needs at least 3'
+    elif not np.isfinite(r.n_opt):
+      out[float(r.budget)] = 'no minimum: the IsoFLOP parabola is not convex (curvature <= 0)'
+    elif exclude_edge and r.edge:
+      out[float(r.budget)] = (f'no interior minimum: the lowest loss is at the {r.edge} size '
+                              f'tried (N = {r.n_min if r.edge == "smallest" else r.n_max:.3g}), '
+                              f'so N_opt lies {"below" if r.edge == "smallest" else "above"} '
+                              f'the sizes {r.n_min:.3g} to {r.n_max:.3g}')
+    elif exclude_edge and not r.inside:
+      out[float(r.budget)] = (f'no interior minimum: the parabola\'s minimum N = {r.n_opt:.3g} '
+                              f'is outside the sizes tried ({r.n_min:.3g} to {r.n_max:.3g})')
+  return out
+
+
 def approach2(finals: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0,
-              level: float = 0.95) -> FrontierFit:
-  """Approach 2 on final points with columns n, d, loss, budget (one row per run)."""
+              level: float = 0.95, exclude_edge: bool = True) -> FrontierFit:
+  """Approach 2 on final points with columns n, d, loss, budget (one row per run).
+
+  Budgets without a usable minimum are left out and named in the fit's `excluded` (see
+  budget_exclusions); exclude_edge=False keeps those whose minimum is extrapolated."""
   finals = finals.reset_index(drop=True)
   if finals['n'].nunique() < 3:
     raise ScalingFitError(f'Approach 2: {finals["n"].nunique()} distinct model sizes; needs at '
                           'least 3 per IsoFLOP budget')
   prof = isoflop_parabolas(finals)
-  usable = prof[np.isfinite(prof.n_opt)]
-  _check_powerlaw_points(len(usable), 'Approach 2 (budgets with >= 3 sizes and a minimum)')
+  excluded = budget_exclusions(prof, exclude_edge)
+  usable = prof[~prof.budget.astype(float).isin(list(excluded))]
+  _check_powerlaw_points(len(usable), 'Approach 2 (budgets with >= 3 sizes and an interior '
+                         'minimum' + (', left out: ' + ', '.join(f'{c:.3g}' for c in excluded)
+                                      if excluded else '') + ')')
   log_c = np.log(usable.budget.to_numpy())
   point = _power_laws(log_c, np.log(usable.n_opt.to_numpy()), np.log(usable.d_opt.to_numpy()),
                       np.ones(len(usable)))
-  # Bootstrap: resample runs within each budget, refit every parabola for all replicates at once.
+  # Bootstrap: resample runs within each budget, refit the parabolas of the budgets the point
+  # estimate used, for all replicates at once.
   rng = np.random.default_rng(seed)
   budgets = finals.budget.to_numpy()
   wts = stats.bootstrap_weights(rng, len(finals), n_bootstrap, groups=budgets)
-  all_c = np.sort(finals.budget.unique())
-  log_n_b = np.full((n_bootstrap, all_c.size), np.nan)
-  log_d_b = np.full((n_bootstrap, all_c.size), np.nan)
-  for j, c in enumerate(all_c):
+  used_c = usable.budget.to_numpy()
+  log_n_b = np.full((n_bootstrap, used_c.size), np.nan)
+  log_d_b = np.full((n_bootstrap, used_c.size), np.nan)
+  for j, c in enumerate(used_c):
     idx = np.flatnonzero(budgets == c)
     x = np.log(finals.n.to_numpy()[idx])
-    if np.unique(x).size < 3:
-      continue
     coef = stats.parabola_fit(x, finals.loss.to_numpy()[idx], wts[:, idx])     # (B, 3)
     with np.errstate(invalid='ignore', divide='ignore'):
       x_min = np.where(coef[:, 2] > 0, -coef[:, 1] / (2 * coef[:, 2]), np.nan)
     k, s = stats.linear_fit(x, np.log(finals.d.to_numpy()[idx]), np.ones_like(x))
     log_n_b[:, j], log_d_b[:, j] = x_min, k + s * x_min
-  boot = _power_laws(np.log(all_c), log_n_b, log_d_b, np.ones_like(log_n_b))
+  boot = _power_laws(np.log(used_c), log_n_b, log_d_b, np.ones_like(log_n_b))
   notes = []
-  dropped = prof[~np.isfinite(prof.n_opt)]
-  if len(dropped):
-    notes.append(f'{len(dropped)} budgets dropped (fewer than 3 sizes or no minimum): '
-                 + ', '.join(f'{c:.3g}' for c in dropped.budget))
+  if excluded:
+    notes.append(f'{len(excluded)} budgets left out: ' + '; '.join(
+        f'{c:.3g} ({why})' for c, why in excluded.items()))
   outside = usable[~usable.inside]
   if len(outside):
     notes.append(f'{len(outside)} budgets have their minimum outside the sizes tried '
                  '(extrapolated): ' + ', '.join(f'{c:.3g}' for c in outside.budget))
   pts = usable.rename(columns={'budget': 'c'})[['c', 'n_opt', 'd_opt', 'loss']]
   return FrontierFit('approach2', *point, boot=boot, points=pts.reset_index(drop=True),
-                     notes=tuple(notes), level=level)
+                     notes=tuple(notes), level=level, excluded=excluded)

@@ -8,15 +8,23 @@ writes the PNGs.
   D_opt(C) from Approach 1.
 - chinchilla_fig3: Fig. 3: IsoFLOP curves with their parabolas, N_opt(C), D_opt(C) (Approach 2).
 - chinchilla_fig4: Fig. 4: IsoLoss contours of the parametric fit and its efficient frontier.
+- conventions_fig: N_opt(C) counted as Kaplan et al. and as Hoffmann et al. from the same runs
+  (Pearce & Song 2024), with each fitted line and its 95% band.
+The N_opt(C), D_opt(C) panels draw the bootstrap 95% band of each fitted line and, for the
+budgets in `project_to`, the line extended to them with the projected optimum marked (as Fig. 3
+of Hoffmann et al. projects to Gopher's budget).
 """
 import os
-from typing import Dict, List
+from typing import List, Sequence
 
 import numpy as np
 from matplotlib import cm
 from matplotlib import colors
 from matplotlib.figure import Figure
 
+from research.scaling import conventions
+from research.scaling import frontier
+from research.scaling import laws
 from research.scaling.report import Fits
 from research.scaling.table import ScalingTable
 
@@ -74,17 +82,41 @@ def kaplan_fig1(table: ScalingTable, fits: Fits) -> Figure:
   return fig
 
 
-def _opt_panels(ax_n, ax_d, fr):
+def _band(ax, c, log_k, exponent, color, label=None):
+  """The 95% percentile band of exp(log_k + exponent log c) over bootstrap replicates."""
+  ok = np.isfinite(log_k) & np.isfinite(exponent)
+  if ok.sum() < 2:
+    return
+  y = np.exp(log_k[ok, None] + exponent[ok, None] * np.log(c)[None])
+  lo, hi = np.percentile(y, [2.5, 97.5], axis=0)
+  ax.fill_between(c, lo, hi, color=color, alpha=0.2, lw=0, label=label)
+
+
+def _opt_panels(ax_n, ax_d, fr: frontier.FrontierFit, project_to: Sequence[float] = ()):
+  c_hi = max([fr.points.c.max(), *project_to])
   c = np.geomspace(fr.points.c.min(), fr.points.c.max(), 50)
-  for ax, col, k, e, lab in ((ax_n, 'n_opt', fr.log_k_n, fr.a, 'N_opt'),
-                             (ax_d, 'd_opt', fr.log_k_d, fr.b, 'D_opt')):
+  c_ext = np.geomspace(fr.points.c.max(), c_hi, 20)
+  for ax, col, k, e, j, lab in ((ax_n, 'n_opt', fr.log_k_n, fr.a, 0, 'N_opt'),
+                                (ax_d, 'd_opt', fr.log_k_d, fr.b, 1, 'D_opt')):
+    est = fr.estimates()['a' if j == 0 else 'b']
     ax.scatter(fr.points.c, fr.points[col], s=8, c='k', alpha=0.6)
-    ax.plot(c, np.exp(k) * c ** e, color='tab:blue', label=f'{lab} ~ C^{e:.3f}')
+    ax.plot(c, np.exp(k) * c ** e, color='tab:blue',
+            label=f'{lab} ~ C^{e:.3f} [{est.lo:.3f}, {est.hi:.3f}]')
+    _band(ax, np.geomspace(fr.points.c.min(), c_hi, 60), fr.boot[:, 2 + j], fr.boot[:, j],
+          'tab:blue', '95% interval')
+    if c_hi > fr.points.c.max():
+      ax.plot(c_ext, np.exp(k) * c_ext ** e, '--', color='tab:blue', lw=1)
+      for budget in project_to:
+        v = fr.optimal(budget)[lab]
+        ax.errorbar([budget], [v.value], yerr=[[v.value - v.lo], [v.hi - v.value]], fmt='*',
+                    color='tab:red', ms=9, capsize=3)
+        ax.annotate(f'{v.value:.3g}', (budget, v.value), textcoords='offset points',
+                    xytext=(-30, 6), fontsize=7, color='tab:red')
     _loglog(ax, 'FLOPs', 'Parameters' if col == 'n_opt' else 'Tokens')
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
 
 
-def chinchilla_fig2(table: ScalingTable, fits: Fits) -> Figure:
+def chinchilla_fig2(table: ScalingTable, fits: Fits, project_to: Sequence[float] = ()) -> Figure:
   fig = Figure(figsize=(13, 4), layout='constrained')
   ax, ax_n, ax_d = fig.subplots(1, 3)
   _loglog(ax, 'FLOPs')
@@ -96,12 +128,12 @@ def chinchilla_fig2(table: ScalingTable, fits: Fits) -> Figure:
                label='envelope (lowest loss per FLOPs)')
     ax.legend(fontsize=8)
     fig.colorbar(sm, ax=ax, label='Parameters')
-    _opt_panels(ax_n, ax_d, fits.approach1)
+    _opt_panels(ax_n, ax_d, fits.approach1, project_to)
   fig.suptitle('Hoffmann et al. (2022), Fig. 2: training curve envelope (Approach 1)')
   return fig
 
 
-def chinchilla_fig3(table: ScalingTable, fits: Fits) -> Figure:
+def chinchilla_fig3(table: ScalingTable, fits: Fits, project_to: Sequence[float] = ()) -> Figure:
   fig = Figure(figsize=(13, 4), layout='constrained')
   ax, ax_n, ax_d = fig.subplots(1, 3)
   ax.set_xscale('log')
@@ -110,20 +142,28 @@ def chinchilla_fig3(table: ScalingTable, fits: Fits) -> Figure:
   if fits.approach2 is None:
     _note(ax, 'Approach 2 skipped: ' + fits.skipped.get('approach2', ''))
     return fig
-  from research.scaling import frontier
   prof = frontier.isoflop_parabolas(table.finals.reset_index(drop=True))
+  left_out = fits.approach2.excluded
   norm = colors.LogNorm(vmin=prof.budget.min(), vmax=prof.budget.max() * 1.0001)
   sm = cm.ScalarMappable(norm=norm, cmap='plasma')
   for (budget, g), row in zip(table.finals.groupby('budget', sort=True), prof.itertuples()):
-    col = sm.to_rgba(budget)
-    ax.scatter(g.n, g.loss, s=10, color=col)
+    out = float(budget) in left_out
+    col = 'lightgray' if out else sm.to_rgba(budget)
+    ax.scatter(g.n, g.loss, s=10, color=col, marker='o' if not out else 's')
     if np.isfinite(row.c2):
       x = np.linspace(np.log(g.n.min()), np.log(g.n.max()), 50)
-      ax.plot(np.exp(x), row.c0 + row.c1 * x + row.c2 * x * x, color=col, lw=1)
-    if np.isfinite(row.n_opt):
+      ax.plot(np.exp(x), row.c0 + row.c1 * x + row.c2 * x * x, color=col, lw=1,
+              ls=':' if out else '-')
+    if np.isfinite(row.n_opt) and not out:
       ax.scatter([row.n_opt], [row.loss], marker='x', color='k', s=25, zorder=3)
+      # Projection of the minimum onto the size axis, as the dashed drops of Fig. 3 (left).
+      ax.axvline(row.n_opt, color=col, lw=0.6, ls='--', alpha=0.6)
+  if left_out:
+    ax.scatter([], [], s=10, color='lightgray', marker='s',
+               label=f'left out ({len(left_out)}): no interior minimum')
+    ax.legend(fontsize=7)
   fig.colorbar(sm, ax=ax, label='FLOP budget')
-  _opt_panels(ax_n, ax_d, fits.approach2)
+  _opt_panels(ax_n, ax_d, fits.approach2, project_to)
   fig.suptitle('Hoffmann et al. (2022), Fig. 3: IsoFLOP profiles (Approach 2)')
   return fig
 
@@ -161,20 +201,77 @@ def chinchilla_fig4(table: ScalingTable, fits: Fits, flops_per_param_token: floa
   return fig
 
 
+def _conv_line(ax, fit, c, color, style, label):
+  if isinstance(fit, frontier.FrontierFit):
+    n = np.exp(fit.log_k_n) * c ** fit.a
+    _band(ax, c, fit.boot[:, 2], fit.boot[:, 0], color)
+  else:
+    n = fit.law.optimal(c)[0]
+    boot = np.array([laws.ChinchillaLaw(*b).optimal(c)[0] for b in fit.boot
+                     if np.all(np.isfinite(b))])
+    if len(boot) > 1:
+      lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+      ax.fill_between(c, lo, hi, color=color, alpha=0.12, lw=0)
+  ax.plot(c, n, style, color=color, lw=1.5,
+          label=f'{label}: a = {conventions.a_value(fit):.3f}')
+
+
+def conventions_fig(table: ScalingTable, fits: Fits) -> Figure:
+  """N_opt against C under both conventions: Approach 1's envelope points (dots) and line
+  (solid), Approach 3's line (dashed), each with its 95% band."""
+  del table
+  fig = Figure(figsize=(6.5, 4.5), layout='constrained')
+  ax = fig.subplots()
+  _loglog(ax, 'C (FLOPs, counted by each convention)', 'N_opt (parameters, by each convention)')
+  cf = fits.conventions
+  drawn = []
+  for conv, color in (('chinchilla', 'tab:blue'), ('kaplan', 'tab:red')):
+    got = {} if cf is None else getattr(cf, conv)
+    a1, a3 = got.get('approach1'), got.get('approach3')
+    if a1 is not None:
+      ax.scatter(a1.points.c, a1.points.n_opt, s=5, color=color, alpha=0.4)
+      c = np.geomspace(a1.points.c.min(), a1.points.c.max(), 60)
+    elif a3 is not None and fits.table is not None:
+      col = 'c' if conv == 'chinchilla' else 'c_km'
+      c = np.geomspace(fits.table.finals[col].min(), fits.table.finals[col].max(), 60)
+    else:
+      continue
+    for f, style, name in ((a1, '-', 'Approach 1'), (a3, '--', 'Approach 3')):
+      if f is not None:
+        _conv_line(ax, f, c, color, style, f'{conv}, {name}')
+        drawn.append(name)
+  if drawn:
+    ax.legend(fontsize=7)
+  else:
+    _note(ax, 'not fitted: ' + ('; '.join(cf.skipped.values()) if cf is not None
+                                else 'conventions refit not requested'))
+  ax.set_title('N_opt ~ C^a counted as Kaplan et al. (red) and Hoffmann et al. (blue)\n'
+               '(Pearce & Song 2024 expect the Kaplan a to be larger)', fontsize=9)
+  return fig
+
+
 FIGURES = {
     'kaplan_fig1.png': kaplan_fig1,
     'chinchilla_fig2.png': chinchilla_fig2,
     'chinchilla_fig3.png': chinchilla_fig3,
     'chinchilla_fig4.png': chinchilla_fig4,
+    'conventions.png': conventions_fig,
 }
+PROJECTED = ('chinchilla_fig2.png', 'chinchilla_fig3.png')   # take project_to
 
 
-def save_all(table: ScalingTable, fits: Fits, out_dir: str) -> List[str]:
-  """Write every figure as PNG into out_dir; returns the paths written."""
+def save_all(table: ScalingTable, fits: Fits, out_dir: str,
+             project_to: Sequence[float] = ()) -> List[str]:
+  """Write every figure as PNG into out_dir; returns the paths written. The figures describe
+  the table the fits saw (fits.table: without runs left out for repeated data) where set, and
+  the N_opt, D_opt panels are extended to the budgets of project_to."""
+  if fits.table is not None:
+    table = fits.table
   os.makedirs(out_dir, exist_ok=True)
   paths = []
   for name, make in FIGURES.items():
     path = os.path.join(out_dir, name)
-    make(table, fits).savefig(path, dpi=120)
+    fig = make(table, fits, tuple(project_to)) if name in PROJECTED else make(table, fits)
+    fig.savefig(path, dpi=120)
     paths.append(path)
   return paths

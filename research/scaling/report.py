@@ -8,6 +8,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from research.scaling import conventions as conventions_lib
+from research.scaling import exclusions
 from research.scaling import frontier
 from research.scaling import kaplan
 from research.scaling import parametric
@@ -20,8 +22,12 @@ class ReportConfig:
   n_bootstrap: int = 400          # replicates of every fit (Approach 3 and KM L(N, D) refit each)
   seed: int = 0
   max_starts: Optional[int] = 128  # Approach 3 starts (see parametric.ParametricConfig)
-  budgets: Sequence[float] = ()    # extra budgets for N_opt, D_opt, tokens/param (the largest
-                                   # budget of the table is always reported)
+  budgets: Sequence[float] = ()    # extra budgets for N_opt, D_opt, tokens/param (every
+                                   # IsoFLOP budget of the table always is; see report_budgets)
+  corpus_tokens: Optional[float] = None  # corpus size; else the table's corpus_tokens column
+  max_epochs: float = exclusions.MAX_EPOCHS  # runs repeating data more are left out, named
+  exclude_edge_budgets: bool = True  # Approach 2 leaves out budgets without an interior minimum
+  conventions: bool = True           # refit Approaches 1 and 3 under Kaplan's conventions
 
 
 @dataclasses.dataclass
@@ -35,6 +41,10 @@ class Fits:
   kaplan_c: Optional[kaplan.PowerLawFit] = None
   kaplan_nd: Optional[kaplan.KaplanNDFit] = None
   skipped: Dict[str, str] = dataclasses.field(default_factory=dict)
+  excluded_runs: Dict[str, str] = dataclasses.field(default_factory=dict)  # run_id -> why
+  conventions: Optional[conventions_lib.ConventionFits] = None
+  table: Optional[ScalingTable] = None   # the table the fits saw (after excluded_runs)
+  repeated_data_check: str = ''          # whether runs were checked for repeated data, how
 
 
 # Fits every kind of table supports: if one of these cannot be done, the input is unusable.
@@ -42,8 +52,13 @@ REQUIRED = ('approach3', 'kaplan_nd')
 
 
 def fit_all(table: ScalingTable, cfg: ReportConfig = ReportConfig()) -> Fits:
-  """Every fit the table supports; raises ScalingFitError if a REQUIRED fit is impossible."""
-  fits = Fits()
+  """Every fit the table supports; raises ScalingFitError if a REQUIRED fit is impossible.
+
+  Runs past cfg.max_epochs of their corpus are left out first (fits.excluded_runs says which
+  and why); fits.table is what remains, the table figures and fits.json should describe."""
+  checked = exclusions.check_description(table, cfg.corpus_tokens, cfg.max_epochs)
+  table, excluded = exclusions.repeated_data(table, cfg.corpus_tokens, cfg.max_epochs)
+  fits = Fits(excluded_runs=excluded, table=table, repeated_data_check=checked)
   f, c = table.finals, table.curves
   nb, seed = cfg.n_bootstrap, cfg.seed
   per_size = f.groupby('n_km').loss.min() if c is None else c.groupby('n_km').loss.min()
@@ -60,7 +75,8 @@ def fit_all(table: ScalingTable, cfg: ReportConfig = ReportConfig()) -> Fits:
     km_curves = c.assign(n=c.n_km)
     jobs.update({
         'approach1': lambda: frontier.approach1(c, nb, seed=seed),
-        'approach2': lambda: frontier.approach2(f, nb, seed=seed),
+        'approach2': lambda: frontier.approach2(f, nb, seed=seed,
+                                                exclude_edge=cfg.exclude_edge_budgets),
         'kaplan_d': lambda: kaplan.fit_envelope_power_law(km_curves, 'd', 'D', nb, seed=seed),
         'kaplan_c': lambda: kaplan.fit_envelope_power_law(km_curves, 'c', 'C', nb, seed=seed),
     })
@@ -74,7 +90,19 @@ def fit_all(table: ScalingTable, cfg: ReportConfig = ReportConfig()) -> Fits:
       if name in REQUIRED:
         raise
       fits.skipped[name] = str(e)
+  if cfg.conventions:
+    fits.conventions = conventions_lib.fit(
+        table, {'approach1': fits.approach1, 'approach3': fits.approach3}, nb, seed,
+        cfg.max_starts)
   return fits
+
+
+def report_budgets(table: ScalingTable, cfg: ReportConfig) -> list:
+  """Budgets at which N_opt, D_opt and D/N are reported: every IsoFLOP budget of the table
+  (its largest C where it has none, as a published table) and cfg.budgets."""
+  given = table.finals.budget.to_numpy(float)
+  own = given[np.isfinite(given)] if np.isfinite(given).any() else [table.finals.c.max()]
+  return sorted({*map(float, own), *map(float, cfg.budgets)})
 
 
 def _ests(d):
@@ -82,14 +110,25 @@ def _ests(d):
 
 
 def to_json(table: ScalingTable, fits: Fits, cfg: ReportConfig, source: str) -> dict:
-  """fits.json: parameter names as in the papers, each {value, ci95: [lo, hi]}."""
-  budgets = sorted({float(table.finals.c.max()), *map(float, cfg.budgets)})
+  """fits.json: parameter names as in the papers, each {value, ci95: [lo, hi]}.
+
+  Besides the fits: 'excluded' names every run and budget left out with the reason
+  ('runs': repeated data; 'approach2_budgets': no interior minimum), approach2's
+  'budgets_used' lists the budgets its power laws were fitted to, and 'conventions' holds a
+  under Kaplan's and Chinchilla's conventions side by side (research.scaling.conventions).
+  summary.summary_text turns this dict into the printed summary."""
+  table = fits.table if fits.table is not None else table
+  budgets = report_budgets(table, cfg)
   out = {'source': {'results': source, 'kind': table.kind, 'n_runs': int(len(table.finals)),
                     'n_points': int(len(table.curves) if table.curves is not None
                                     else len(table.finals)),
                     'columns': dataclasses.asdict(table.columns), 'n_bootstrap': cfg.n_bootstrap,
-                    'seed': cfg.seed},
-         'notes': list(table.notes), 'chinchilla': {}, 'kaplan': {}, 'skipped': fits.skipped}
+                    'seed': cfg.seed, 'corpus_tokens': cfg.corpus_tokens,
+                    'max_epochs': cfg.max_epochs},
+         'notes': list(table.notes), 'chinchilla': {}, 'kaplan': {}, 'skipped': fits.skipped,
+         'excluded': {'runs': dict(fits.excluded_runs), 'approach2_budgets': {},
+                      'repeated_data_check': fits.repeated_data_check},
+         'budgets': budgets}
   at = lambda fit: {f'{c:.4g}': _ests(fit.optimal(c)) for c in budgets}
   if fits.approach3 is not None:
     p = fits.approach3
@@ -102,6 +141,18 @@ def to_json(table: ScalingTable, fits: Fits, cfg: ReportConfig, source: str) -> 
     if fr is not None:
       out['chinchilla'][name] = {**_ests(fr.estimates()), 'n_points': int(len(fr.points)),
                                  'notes': list(fr.notes), 'optimal_at_budget': at(fr)}
+  if fits.approach2 is not None:
+    fr = fits.approach2
+    out['chinchilla']['approach2']['budgets_used'] = [float(c) for c in fr.points.c]
+    out['chinchilla']['approach2']['n_opt_per_budget'] = {
+        f'{r.c:.4g}': {'N_opt': float(r.n_opt), 'D_opt': float(r.d_opt)}
+        for r in fr.points.itertuples()}
+  if table.kind == 'sweep':
+    # Named even when Approach 2 failed for lack of budgets: that is when they matter most.
+    excluded = (fits.approach2.excluded if fits.approach2 is not None else
+                frontier.budget_exclusions(frontier.isoflop_parabolas(
+                    table.finals.reset_index(drop=True)), cfg.exclude_edge_budgets))
+    out['excluded']['approach2_budgets'] = {f'{c:.4g}': why for c, why in excluded.items()}
   for key, name in (('L_N', 'kaplan_n'), ('L_D', 'kaplan_d'), ('L_C', 'kaplan_c')):
     fit = getattr(fits, name)
     if fit is not None:
@@ -113,6 +164,8 @@ def to_json(table: ScalingTable, fits: Fits, cfg: ReportConfig, source: str) -> 
                              'init_spread': k.init_spread}
   if fits.kaplan_n is not None and fits.kaplan_c is not None:
     out['kaplan']['N_opt_exponent'] = kaplan.n_opt_exponent(fits.kaplan_n, fits.kaplan_c).to_json()
+  if fits.conventions is not None:
+    out['conventions'] = conventions_lib.to_json(fits.conventions)
   return out
 
 

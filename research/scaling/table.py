@@ -27,14 +27,18 @@ class Columns:
   flops: str = 'flops'                       # FLOP convention, e.g. flops_6N, flops_chinchilla
   params: str = 'n_params'                   # Chinchilla's N: total parameters (Hoffmann et al.)
   kaplan_params: str = 'n_params_nonembed'   # KM's N: non-embedding parameters (Kaplan et al.)
+  kaplan_flops: str = 'flops_6N_nonembed'    # KM's C = 6 N_nonembed D (Kaplan et al. Sec. 2.1)
+  corpus_tokens: str = 'corpus_tokens'       # size of the training corpus, if the table has it
   budget: str = 'flop_budget'                # IsoFLOP budget of each run, if the sweep wrote it
   budget_decimals: int = 1                   # else: group runs by round(log10(final FLOPs), this)
 
 
 @dataclasses.dataclass(frozen=True)
 class ScalingTable:
-  """curves: every eval row (run_id, n, n_km, d, c, loss, step), None for a published table;
-  finals: the last eval of each run (or each row of a published table) plus its budget."""
+  """curves: every eval row (run_id, n, n_km, d, c, c_km, loss, step, and corpus_tokens where
+  the table has it), None for a published table; finals: the last eval of each run (or each
+  row of a published table) plus its budget. c is C under the Chinchilla convention (the
+  flops column), c_km under Kaplan's (6 N_nonembed D)."""
   kind: str                          # 'sweep' or 'points'
   curves: Optional[pd.DataFrame]
   finals: pd.DataFrame
@@ -79,6 +83,18 @@ def _check_sizes(finals: pd.DataFrame, path: str):
                            'several')
 
 
+def _kaplan_flops(df: pd.DataFrame, cols: Columns, km_col: str, notes: list) -> np.ndarray:
+  """C under Kaplan's convention: the table's column where every row has a positive value,
+  else 6 N_nonembed D computed here."""
+  if cols.kaplan_flops in df.columns:
+    v = pd.to_numeric(df[cols.kaplan_flops], errors='coerce').to_numpy(float)
+    if (np.isfinite(v) & (v > 0)).all():
+      return v
+  notes.append(f'no complete column {cols.kaplan_flops}: Kaplan-convention FLOPs are '
+               f'6 x {km_col} x tokens')
+  return 6.0 * df[km_col].to_numpy(float) * df.tokens.to_numpy(float)
+
+
 def load_results(path: str, columns: Columns = Columns(), family: Optional[str] = None,
                  objective: Optional[str] = None) -> ScalingTable:
   """Read a results.csv or a published (n_params, tokens, loss) table; see the module doc."""
@@ -89,6 +105,7 @@ def load_results(path: str, columns: Columns = Columns(), family: Optional[str] 
     n = df.n_params.to_numpy(float)
     finals = pd.DataFrame({'run_id': [f'row{i}' for i in range(len(df))], 'n': n, 'n_km': n,
                            'd': df.tokens.to_numpy(float), 'c': 6.0 * n * df.tokens.to_numpy(float),
+                           'c_km': 6.0 * n * df.tokens.to_numpy(float),
                            'loss': df.loss.to_numpy(float), 'budget': np.nan})
     _check_sizes(finals, path)
     notes = ('published table (n_params, tokens, loss): only Approach 3 and Kaplan L(N, D) and '
@@ -122,7 +139,10 @@ def load_results(path: str, columns: Columns = Columns(), family: Optional[str] 
   curves = pd.DataFrame({'run_id': df.run_id.astype(str).to_numpy(),
                          'n': df[cols.params].to_numpy(float), 'n_km': df[km_col].to_numpy(float),
                          'd': df.tokens.to_numpy(float), 'c': df[cols.flops].to_numpy(float),
+                         'c_km': _kaplan_flops(df, cols, km_col, notes),
                          'loss': df[cols.loss].to_numpy(float), 'step': df.step.to_numpy()})
+  if cols.corpus_tokens in df.columns:
+    curves['corpus_tokens'] = pd.to_numeric(df[cols.corpus_tokens], errors='coerce').to_numpy()
   curves = curves.sort_values(['run_id', 'step'], kind='stable').reset_index(drop=True)
   finals = curves.groupby('run_id', sort=True).tail(1).reset_index(drop=True)
   # IsoFLOP budget: the sweep's column where it has one (token-budget sweeps leave it empty),

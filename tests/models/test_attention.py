@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.models import attention, layers
+from research.models import attention, config, layers
+from research.models.kernels import cpu_attention, gpu_attention
 from tests.models import helpers
 
 
@@ -134,7 +135,7 @@ def test_blocked_attention_matches_einsum_values_and_gradients(length, prefix_at
   for impl in grads.keys() - {'einsum'}:
     for ref, got in zip(grads['einsum'], grads[impl]):
       np.testing.assert_allclose(got, ref, atol=2e-5)
-  assert len(attention._query_blocks(length, length)) == {512: 8, 256: 4, 128: 2,
+  assert len(cpu_attention._query_blocks(length, length)) == {512: 8, 256: 4, 128: 2,
                                                           40: 1}[length]
 
 
@@ -189,7 +190,7 @@ def test_cudnn_branch_follows_the_mask():
   for seg, causal, pre, expected in cases:
     mask = attention.make_mask(seg, seg, causal=causal, q_index=idx, k_index=idx,
                                q_prefix=pre, k_prefix=pre)
-    assert int(attention.cudnn_branch(mask)) == expected
+    assert int(gpu_attention.cudnn_branch(mask)) == expected
 
 
 def test_cudnn_attention_off_gpu_is_blocked():
@@ -203,7 +204,7 @@ def test_cudnn_attention_off_gpu_is_blocked():
 def test_blocked_attention_trains_a_decoder_like_the_reference():
   """Loss and every parameter gradient of a packed 2-block decoder batch agree."""
   from research.models import losses  # pylint: disable=g-import-not-at-top
-  ref_cfg = helpers.tiny(num_kv_heads=2, max_length=128)
+  ref_cfg = helpers.tiny(num_kv_heads=2, max_length=128, attention_impl='einsum')
   feats = helpers.features(ref_cfg, length=128)
   seg = jnp.asarray([[1] * 70 + [2] * 50 + [0] * 8] * 2)
   feats.update(decoder_segment_ids=seg, decoder_positions=jnp.asarray(
@@ -261,7 +262,7 @@ def test_blocked_attention_releases_its_blocks_together_on_cpu():
   so that XLA:CPU deals the blocks' single-threaded dots to every thread."""
   q, k, v, mask, _ = _blocked_case(512)
   run = lambda *a: attention.blocked_attention(*a, None, 0.3, lower_triangular=True)
-  assert len(attention._query_blocks(512, 512)) == 8  # pylint: disable=protected-access
+  assert len(cpu_attention._query_blocks(512, 512)) == 8  # pylint: disable=protected-access
   assert str(jax.make_jaxpr(run)(q, k, v, mask)).count('optimization_barrier') == 2
 
 
@@ -286,3 +287,45 @@ def test_short_causal_attention_runs_as_tiles(length, tiles, kv_heads):
   for got, want in zip(jax.grad(loss(run), argnums=(0, 1, 2))(q, k, v),
                        jax.grad(loss(ref), argnums=(0, 1, 2))(q, k, v)):
     np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_auto_is_the_default_and_on_cpu_is_blocked_to_the_bit():
+  """'auto' (the default) runs the table's implementation for the backend at trace time:
+  on CPU 'blocked', so a decoder's logits and gradients are bitwise those of 'blocked'
+  (tiles at context 128 with batch x heads 32)."""
+  cfg = helpers.tiny(max_length=128, num_kv_heads=2)
+  assert cfg.attention_impl == 'auto' and attention.auto_impl() == 'blocked'
+  feats = helpers.features(cfg, batch=8, length=128)
+  params = helpers.init(cfg, feats)
+
+  def logits_and_grads(cfg):
+    return jax.jit(jax.value_and_grad(lambda p: jnp.sum(
+        helpers.apply(cfg, p, feats) ** 2)))(params), helpers.apply(cfg, params, feats)
+
+  auto, blocked = logits_and_grads(cfg), logits_and_grads(cfg.replace(attention_impl='blocked'))
+  for got, want in zip(jax.tree.leaves(auto), jax.tree.leaves(blocked)):
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize('backend,expected', [
+    ('cpu', 'blocked'), ('gpu', 'cudnn'), ('tpu', 'dot_product'), ('METAL', 'dot_product')])
+def test_auto_calls_the_implementation_its_table_names(monkeypatch, backend, expected):
+  calls = []
+  for name in set(attention.ATTENTION_IMPLS) - {'auto'}:
+    monkeypatch.setitem(attention.ATTENTION_IMPLS, name,
+                        lambda *args, name=name, **kwargs: calls.append((name, kwargs)))
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  attention.implementation('auto')('q', 'k', 'v', 'mask', None, 0.5, lower_triangular=True)
+  assert calls == [(expected, {'lower_triangular': True})]
+
+
+def test_an_unknown_implementation_is_one_error_naming_the_choices():
+  choices = ', '.join(config.ATTENTION_IMPLS)
+  with pytest.raises(ValueError, match=f"unknown attention implementation 'flash': "
+                                       f'choose one of {choices}$'):
+    attention.implementation('flash')
+  with pytest.raises(config.ConfigError,
+                     match=f"TransformerConfig.attention_impl='flash' is not one of {choices}"):
+    helpers.tiny(attention_impl='flash')
+  # The config's choices are the registry's, in the same order.
+  assert tuple(attention.ATTENTION_IMPLS) == config.ATTENTION_IMPLS

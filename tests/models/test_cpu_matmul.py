@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.models import layers
+from research.models.kernels import cpu_matmul
 
 
 @pytest.mark.parametrize('x_shape,kernel_shape,n_contract', [
@@ -18,7 +18,7 @@ def test_matmul_trailing_equals_dot_general(x_shape, kernel_shape, n_contract):
   kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
   axis = tuple(range(len(x_shape) - n_contract, len(x_shape)))
   ref = lambda x, k: jax.lax.dot_general(x, k, ((axis, tuple(range(n_contract))), ((), ())))
-  got = lambda x, k: layers.matmul_trailing(x, k, n_contract)
+  got = lambda x, k: cpu_matmul.matmul_trailing(x, k, n_contract)
   np.testing.assert_allclose(got(x, kernel), ref(x, kernel), rtol=1e-5, atol=1e-5)
   weight = jnp.asarray(rng.normal(size=ref(x, kernel).shape), jnp.float32)
   grads = [jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) * weight), argnums=(0, 1))(x, kernel)
@@ -37,7 +37,7 @@ def test_matmul_weight_gradient_on_cpu(n_in, n_out, dtype):
   x = jnp.asarray(rng.normal(size=(3, 5, n_in)), dtype)
   kernel = jnp.asarray(rng.normal(size=(n_in, n_out)), dtype)
   weight = jnp.asarray(rng.normal(size=(3, 5, n_out)), dtype)
-  loss = lambda x, k: jnp.sum((layers.matmul_trailing(x, k, 1) * weight).astype(jnp.float32))
+  loss = lambda x, k: jnp.sum((cpu_matmul.matmul_trailing(x, k, 1) * weight).astype(jnp.float32))
   grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
   dx, dk = grad(x, kernel)
   assert dx.dtype == dk.dtype == dtype
