@@ -6,7 +6,22 @@ setuptools.setup(
     version='0.1.0',
     description=('JAX/Flax codebase for studying how architecture, objective and '
                  'scale shape what a language model learns.'),
-    packages=setuptools.find_packages(include=['research', 'research.*']),
+    packages=setuptools.find_packages(include=['research', 'research.*'])
+    + ['research.gin_configs'],
+    # The configs travel with the package (research/gin_configs once installed), so that
+    # `--gin_file=gin_configs/runs/tiny.gin` and sweeps' run configs resolve without a
+    # checkout (research/gin_files.py).
+    package_dir={'research.gin_configs': 'gin_configs'},
+    package_data={'research.gin_configs': ['*/*.gin']},
+    entry_points={
+        'console_scripts': [
+            'research-train = research.train.main:run',
+            'research-sweep = research.sweeps.main:run',
+            'research-fit = research.scaling.main:run',
+            'research-generate = research.decoding.main:run',
+            'research-probe = research.emergence.main:run',
+        ],
+    },
     python_requires='>=3.10',
     install_requires=[
         'jax>=0.4.35,<0.13',

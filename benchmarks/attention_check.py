@@ -11,14 +11,12 @@ rows that attend to something. Then it times forward + backward of each. On a GP
 relative error exceeds --tolerance or the cuDNN call is missing.
 """
 import functools
-import os
 import sys
 import time
 
-from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from research import cli
 
 _IMPLS = flags.DEFINE_list('impls', ['cudnn', 'blocked', 'einsum'], 'Implementations.')
 _BATCH = flags.DEFINE_integer('batch', 2, 'Rows.')
@@ -116,5 +114,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser('attention_check.py'))
+  cli.run(main, 'attention_check.py')

@@ -20,13 +20,11 @@ the input).
 """
 import os
 import statistics
-import sys
 import time
 
-from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from research import cli
 
 _ROWS = flags.DEFINE_integer('rows', 4096, 'Rows (tokens).')
 _WIDTH = flags.DEFINE_integer('width', 256, 'Model width.')
@@ -138,5 +136,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser('cpu_kernels.py'))
+  cli.run(main, 'cpu_kernels.py')

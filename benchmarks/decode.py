@@ -27,22 +27,21 @@ cache at every step: 2.37 / 3.95 / 26.1 ms per cached step at these lengths.
 import functools
 import json
 import os
-import sys
 import time
 
-from absl import app
 from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from research import decoding  # noqa: E402
-from research import models  # noqa: E402
-from research.decoding import adapters  # noqa: E402
-from research.train import metrics  # noqa: E402
+from research import cli
+from research import decoding
+from research import models
+from research.decoding import adapters
+from research.train import metrics
 
+PROG = 'decode.py'
 _LENGTHS = flags.DEFINE_list('lengths', ['128', '512', '2048'], 'Output lengths.')
 _BATCH = flags.DEFINE_integer('batch', 1, 'Prompts decoded together.')
 _PROMPT_LEN = flags.DEFINE_integer('prompt_len', 16, 'Prompt tokens.')
@@ -91,13 +90,14 @@ def main(argv):
   try:
     lengths = [int(n) for n in _LENGTHS.value]
   except ValueError:
-    sys.exit(f'decode.py: --lengths takes integers, got {",".join(_LENGTHS.value)!r}')
+    cli.usage_error(PROG, f'--lengths takes integers, got {",".join(_LENGTHS.value)!r}')
   if not lengths or min(lengths) < 1:
-    sys.exit(f'decode.py: --lengths takes positive integers, got {",".join(_LENGTHS.value)!r}')
+    cli.usage_error(PROG, f'--lengths takes positive integers, got '
+                          f'{",".join(_LENGTHS.value)!r}')
   if _OUTPUT.value and not os.path.isdir(os.path.dirname(os.path.abspath(_OUTPUT.value))):
-    sys.exit(f'decode.py: --output {_OUTPUT.value!r}: its directory does not exist')
+    cli.usage_error(PROG, f'--output {_OUTPUT.value!r}: its directory does not exist')
   if _OUTPUT.value and os.path.isdir(_OUTPUT.value):
-    sys.exit(f'decode.py: --output {_OUTPUT.value!r} is a directory; give a file name')
+    cli.usage_error(PROG, f'--output {_OUTPUT.value!r} is a directory; give a file name')
   from research.parallel import host
   host.tune_allocator()
   b, p = _BATCH.value, _PROMPT_LEN.value
@@ -134,5 +134,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser('decode.py'))
+  cli.run(main, PROG)

@@ -7,12 +7,11 @@ one host core sustains, not a queue drain. Reports non-padding tokens/s and comp
 what a CPU trainer of a ~10M-parameter model consumes (TRAINER_TOKENS_PER_S; the target is
 at least 10x that).
 """
-import sys
 import time
 
-from absl import app
 from absl import flags
 
+from research import cli
 from research import objectives
 from research.data import pipeline
 
@@ -51,7 +50,7 @@ def main(_):
           feature_converter=converter, data_dir=_DATA_DIR.value, prefetch=0)
       next(p)  # opens the dataset; not timed
     except (ValueError, OSError) as e:
-      sys.exit(f'input_pipeline.py: {label}: {str(e).strip().splitlines()[0]}')
+      cli.fail('input_pipeline.py', f'{label}: {cli.first_line(e)}')
     pipelines.append((label, p))
   print(f'{"objective":>16} {"tokens/s":>12} {"non-pad":>8} {"x trainer":>10}')
   worst = None
@@ -73,5 +72,4 @@ def main(_):
 
 
 if __name__ == '__main__':
-  from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser('input_pipeline.py'))
+  cli.run(main, 'input_pipeline.py')

@@ -26,16 +26,12 @@ import collections
 import glob
 import os
 import re
-import sys
 import tempfile
 
-from absl import app
 from absl import flags
+import train_step  # benchmarks/, the script's own directory (its --gin_file flags are ours)
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import train_step  # noqa: E402  (its --gin_file / --gin_bindings flags are ours too)
+from research import cli
 
 _STEPS = flags.DEFINE_integer('trace_steps', 3, 'Traced steps.')
 _TOP = flags.DEFINE_integer('top', 12, 'Top ops to list.')
@@ -172,8 +168,7 @@ def profile_torch(cfg, batch_size: int, length: int, steps: int) -> dict:
 
 def main(argv):
   del argv
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
+  cli.show_own_info()
   from research.parallel import host
   host.tune_allocator()
   import jax
@@ -220,5 +215,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser('profile_train_step.py'))
+  cli.run(main, 'profile_train_step.py')

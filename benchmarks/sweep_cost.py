@@ -3,7 +3,7 @@ r"""What a sweep will cost here: each run's start-up overhead and seconds per st
   python benchmarks/sweep_cost.py --gin_file=gin_configs/sweeps/quickstart.gin \
       [--parallel=2] [--steps=10,60]
 
-For the smallest and the largest model of the sweep, times `experiments/train.py` at two
+For the smallest and the largest model of the sweep, times `python -m research.train` at two
 step counts (same config otherwise) and solves wall = overhead + steps x step_seconds. The
 step time of the sizes in between is interpolated linearly in FLOPs per step; the projected
 sweep wall time is sum(run times) / parallel (longest-first packing is close to that when
@@ -13,16 +13,16 @@ projection is only as good as the load was steady.
 """
 import os
 import subprocess
-import sys
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)
+from research import cli
+from research import sweeps
+from research.sweeps import executors
 
+PROG = 'sweep_cost.py'
 _GIN_FILE = flags.DEFINE_multi_string('gin_file', [], 'Sweep gin file(s).')
 _PARALLEL = flags.DEFINE_integer('parallel', 2, 'Runs at once in the projected sweep.')
 _STEPS = flags.DEFINE_list('steps', ['10', '60'], 'The two step counts timed.')
@@ -33,49 +33,29 @@ def _timed_run(cmd_template: list[str], steps: int) -> float:
     cmd = [c for c in cmd_template if not c.startswith(('--workdir=', '--gin_bindings=TRAIN'))]
     cmd += [f'--gin_bindings=TRAIN_STEPS = {steps}', f'--workdir={workdir}']
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=_REPO, check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True, env=executors.child_env())
     return time.perf_counter() - start
 
 
-def _fail(message) -> None:
-  print(f'sweep_cost.py: error: {(str(message).strip().splitlines() or ["?"])[0]}',
-        file=sys.stderr)
-  sys.exit(2)
-
-
 def main(argv):
-  if len(argv) > 1:
-    _fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  import gin
-  from research.scaling import sweep
-  if not _GIN_FILE.value:
-    _fail('--gin_file is required')
-  for path in _GIN_FILE.value:
-    if not os.path.exists(path):
-      _fail(f'--gin_file {path!r} does not exist')
+  del argv  # cli.run refuses extra arguments
+  cli.require(PROG, gin_file=_GIN_FILE.value)
   try:
     steps = sorted(int(s) for s in _STEPS.value)
   except ValueError:
     steps = []
   if len(steps) != 2 or steps[0] < 1 or steps[0] == steps[1]:
-    _fail(f'--steps must be two different positive step counts, got {_STEPS.value}')
-  if _PARALLEL.value < 1:
-    _fail(f'--parallel must be >= 1, got {_PARALLEL.value}')
-  try:
-    gin.parse_config_files_and_bindings(_GIN_FILE.value, [], finalize_config=False)
-    config = sweep.SweepConfig()
-  except Exception as e:  # gin raises many types; all mean "this config is wrong"
-    _fail(f'bad sweep config: {e}')
-  try:
-    points, _ = sweep.plan(config, sweep.local_device_count)
-  except sweep.SweepError as e:
-    _fail(e)
+    cli.usage_error(PROG, f'--steps must be two different positive step counts, got '
+                          f'{_STEPS.value}')
+  cli.require_positive(PROG, **{'--parallel': _PARALLEL.value})
+  config, _ = sweeps.load_config(_GIN_FILE.value, [])  # SweepError: exit 2
+  points, _ = sweeps.plan(config, sweeps.local_device_count)  # SweepError: exit 2
   by_cost = sorted(points, key=lambda p: p.flops_per_token)
   low, high = steps
   measured = {}
   print(f'load average before: {os.getloadavg()}')
   for point in (by_cost[0], by_cost[-1]):
-    cmd = sweep.command(config, point, '/unused')
+    cmd = sweeps.command(config, point, '/unused')
     t_low, t_high = _timed_run(cmd, low), _timed_run(cmd, high)
     step_s = max(t_high - t_low, 0.0) / (high - low)
     overhead = max(t_low - low * step_s, 0.0)
@@ -95,5 +75,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser('sweep_cost.py'))
+  cli.run(main, PROG)

@@ -14,13 +14,11 @@ variant against the base step in turns (see the flag).
 """
 import os
 import statistics
-import sys
 import time
 
-from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from research import cli
 
 _GIN_FILE = flags.DEFINE_multi_string('gin_file', [], 'Gin config file(s).')
 _GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings.')
@@ -250,11 +248,6 @@ def _print_phases(name: str, result: dict) -> None:
           + f', whole step {result["step_ms"]:.1f} ms')
 
 
-def _fail(message, prog: str = 'train_step.py') -> None:
-  print(f'{prog}: error: {(str(message).strip().splitlines() or ["?"])[0]}', file=sys.stderr)
-  sys.exit(2)
-
-
 def load_config(prog: str = 'train_step.py', variant_bindings=()):
   """(TransformerConfig, batch size, feature lengths) from --gin_file / --gin_bindings.
 
@@ -267,7 +260,7 @@ def load_config(prog: str = 'train_step.py', variant_bindings=()):
   from research import parallel
   for path in _GIN_FILE.value:
     if not os.path.exists(path):
-      _fail(f'--gin_file {path!r} does not exist', prog)
+      cli.usage_error(prog, f'--gin_file {path!r} does not exist')
   try:
     gin.parse_config_files_and_bindings(_GIN_FILE.value,
                                         _GIN_BINDINGS.value + list(variant_bindings))
@@ -279,18 +272,17 @@ def load_config(prog: str = 'train_step.py', variant_bindings=()):
     lengths = dict(gin.query_parameter('%TASK_FEATURE_LENGTHS'))
     parallel.make_mesh(parallel.MeshConfig())
   except parallel.MeshError as e:
-    _fail(e, prog)
+    cli.usage_error(prog, e)
   except Exception as e:  # gin raises many types; all mean "this config is wrong"
-    _fail(f'bad gin config: {e}', prog)
+    cli.usage_error(prog, f'bad gin config: {e}')
   if _TORCH.value and cfg.family != 'decoder':
-    _fail(f'--torch compares decoder-only models, not {cfg.family!r}', prog)
+    cli.usage_error(prog, f'--torch compares decoder-only models, not {cfg.family!r}')
   return cfg, batch_size, lengths
 
 
 def main(argv):
   del argv
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
+  cli.show_own_info()
   from research.parallel import host
   host.tune_allocator()  # before JAX or torch allocate: both run under the same allocator
   import gin
@@ -346,5 +338,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser('train_step.py'))
+  cli.run(main, 'train_step.py')

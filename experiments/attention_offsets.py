@@ -11,12 +11,11 @@ digit (7 back). Unfinished or corrupt runs are listed and skipped, as in probe_e
 import os
 import sys
 
-from absl import app
 from absl import flags
-from absl import logging
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)  # runnable from a checkout without `pip install -e .`
+from research import cli
+
+PROG = 'attention_offsets.py'
 
 _SWEEP_DIR = flags.DEFINE_string('sweep_dir', None, 'Directory of run directories.')
 _RUNS = flags.DEFINE_string('runs', '', 'Only runs whose id contains this string.')
@@ -27,21 +26,13 @@ _N_ITEMS = flags.DEFINE_integer('n_items', 64, 'Eval items to average over.')
 _OUT = flags.DEFINE_string('out', '', 'If set: write every weight to this CSV.')
 
 
-def _fail(message: str, code: int = 1):
-  print(f'attention_offsets.py: error: {str(message).strip().splitlines()[0]}',
-        file=sys.stderr)
-  sys.exit(code)
-
-
 def main(argv):
-  if len(argv) > 1:
-    _fail(f'unexpected arguments: {" ".join(argv[1:])}', code=2)
-  if not _SWEEP_DIR.value:
-    _fail('--sweep_dir is required', code=2)
+  del argv  # cli.run refuses extra arguments
+  cli.require(PROG, sweep_dir=_SWEEP_DIR.value)
   if not 1 <= _LENGTH.value <= 8 or _N_ITEMS.value < 1:
-    _fail(f'need 1 <= --length <= 8 and --n_items >= 1, got {_LENGTH.value}, '
-          f'{_N_ITEMS.value}', code=2)
-  logging.set_verbosity(logging.WARNING)
+    cli.usage_error(PROG, f'need 1 <= --length <= 8 and --n_items >= 1, got {_LENGTH.value}, '
+                          f'{_N_ITEMS.value}')
+  cli.show_own_info()  # orbax's INFO line for every restore stays hidden
   from research.parallel import host
   host.tune_allocator()
   import numpy as np
@@ -51,12 +42,12 @@ def main(argv):
   try:
     runs, skipped = scoring.find_runs(_SWEEP_DIR.value)
   except ValueError as e:
-    _fail(e)
+    cli.fail(PROG, e)
   for run_id, why in skipped:
     print(f'attention_offsets.py: skipped {run_id}: {why}', file=sys.stderr)
   runs = [r for r in runs if _RUNS.value in r.run_id]
   if not runs:
-    _fail(f'no usable run in {_SWEEP_DIR.value} matches --runs={_RUNS.value!r}')
+    cli.fail(PROG, f'no usable run in {_SWEEP_DIR.value} matches --runs={_RUNS.value!r}')
   rows = []
   for run in runs:
     ckpt_dir = os.path.join(run.path, 'checkpoints')
@@ -81,12 +72,11 @@ def main(argv):
                          head=head, offset=offset, weight=float(w),
                          accuracy=float(accuracy.mean())))
   if not rows:
-    _fail('no checkpoint of the selected runs could be read')
+    cli.fail(PROG, 'no checkpoint of the selected runs could be read')
   if _OUT.value:
     results.write_csv_atomic(rows, _OUT.value, columns=list(rows[0]))
     print(f'attention_offsets.py: wrote {len(rows)} rows to {_OUT.value}', file=sys.stderr)
 
 
 if __name__ == '__main__':
-  from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser('attention_offsets.py'))
+  cli.run(main, PROG)

@@ -1,68 +1,11 @@
-r"""Fit Kaplan's and Chinchilla's scaling laws to a results table; write fits.json and figures.
+r"""Fits Kaplan's and Chinchilla's scaling laws to a results table; writes fits.json and
+figures (research/scaling/main.py).
 
   python experiments/fit_scaling.py --results=SWEEP/results.csv --out=SWEEP/fits
 
---results is a sweep's results.csv (DESIGN.md) or a published table with columns
-n_params, tokens, loss (then only Approach 3 and Kaplan L(N, D), L(N) are fitted).
+The same as `python -m research.scaling` or, installed, `research-fit`.
 """
-import sys
-
-from absl import app
-from absl import flags
-import matplotlib
-
-matplotlib.use('Agg')
-
-from research.scaling import plots  # pylint: disable=g-import-not-at-top
-from research.scaling import report
-from research.scaling import table as table_lib
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('results', None, 'results.csv of a sweep, or a (n_params, tokens, loss) CSV.')
-flags.DEFINE_string('out', None, 'Directory for fits.json and the PNG figures.')
-flags.DEFINE_string('loss_column', 'eval_loss', 'Loss column of results.csv.')
-flags.DEFINE_string('flops_column', 'flops', 'FLOP convention column (flops_6N, ...).')
-flags.DEFINE_string('params_column', 'n_params', 'N for the Chinchilla fits (total params).')
-flags.DEFINE_string('kaplan_params_column', 'n_params_nonembed',
-                    'N for the Kaplan fits (non-embedding, as Kaplan et al.).')
-flags.DEFINE_string('family', None, 'Only rows of this family.')
-flags.DEFINE_string('objective', None, 'Only rows of this objective.')
-flags.DEFINE_integer('bootstrap', 400, 'Bootstrap replicates of every fit.')
-flags.DEFINE_integer('seed', 0, 'Seed of the bootstrap.')
-flags.DEFINE_list('budgets', [], 'Extra FLOP budgets at which to report N_opt, D_opt, D/N.')
-flags.mark_flags_as_required(['results', 'out'])
-
-
-def main(argv):
-  del argv
-  cols = table_lib.Columns(loss=FLAGS.loss_column, flops=FLAGS.flops_column,
-                           params=FLAGS.params_column, kaplan_params=FLAGS.kaplan_params_column)
-  try:
-    cfg = report.ReportConfig(n_bootstrap=FLAGS.bootstrap, seed=FLAGS.seed,
-                              budgets=tuple(float(b) for b in FLAGS.budgets))
-    tab = table_lib.load_results(FLAGS.results, cols, FLAGS.family, FLAGS.objective)
-    fits = report.fit_all(tab, cfg)
-  except ValueError as e:  # ScalingDataError, ScalingFitError, a bad --budgets value
-    sys.exit(f'error: {str(e).splitlines()[0]}')
-  report.write_json_atomic(f'{FLAGS.out}/fits.json', report.to_json(tab, fits, cfg, FLAGS.results))
-  for note in tab.notes:
-    print(f'note: {note}')
-  for name, why in fits.skipped.items():
-    print(f'skipped {name}: {why}')
-  if fits.approach3 is not None:
-    e = fits.approach3.estimates()
-    print('approach3: ' + ' '.join(f'{k}={v.value:.4g} [{v.lo:.4g}, {v.hi:.4g}]'
-                                   for k, v in e.items()))
-  for name in ('approach1', 'approach2'):
-    fr = getattr(fits, name)
-    if fr is not None:
-      print(f'{name}: ' + ' '.join(f'{k}={v.value:.4g} [{v.lo:.4g}, {v.hi:.4g}]'
-                                   for k, v in fr.estimates().items()))
-  for path in plots.save_all(tab, fits, FLAGS.out):
-    print(f'wrote {path}')
-  print(f'wrote {FLAGS.out}/fits.json')
-
+from research.scaling import main
 
 if __name__ == '__main__':
-  from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser('fit_scaling.py'))
+  main.run()

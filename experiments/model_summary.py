@@ -3,16 +3,16 @@ r"""Parameter counts, FLOPs per token and one jitted forward/backward of a model
   python experiments/model_summary.py --gin_file=gin_configs/models/llama.gin \
       --gin_bindings='TransformerConfig.d_model = 256' --seq_len=256
 """
-import sys
 import time
 
-from absl import app
 from absl import flags
 import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research import cli
+from research import gin_files
 from research import models
 
 FLAGS = flags.FLAGS
@@ -62,16 +62,16 @@ def summarize(cfg: models.TransformerConfig, seq_len: int, inputs_len: int, batc
 
 
 def main(argv):
-  if len(argv) > 1:
-    sys.exit(f'error: unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses extra arguments
+  gin_files.add_search_paths()
+  paths = gin_files.resolve_all(FLAGS.gin_file)
   try:
-    gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
+    gin.parse_config_files_and_bindings(paths, FLAGS.gin_bindings)
     cfg = models.TransformerConfig()
   except (ValueError, OSError, SyntaxError, models.ConfigError) as e:
-    sys.exit(f'error: {str(e).splitlines()[0]}')  # gin appends call context
+    cli.usage_error('model_summary.py', e)  # first line: gin appends call context
   summarize(cfg, FLAGS.seq_len, FLAGS.inputs_len, FLAGS.batch)
 
 
 if __name__ == '__main__':
-  from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser('model_summary.py'))
+  cli.run(main, 'model_summary.py')

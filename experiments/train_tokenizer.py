@@ -5,11 +5,9 @@
 
 writes /tmp/spm/stdlib_8k.model; use it with gin_configs/data/sentencepiece.gin.
 """
-import sys
-
-from absl import app
 from absl import flags
 
+from research import cli
 from research.data import sources
 from research.data import tokenizers
 
@@ -25,18 +23,16 @@ _OUTPUT = flags.DEFINE_string('output', None, 'model prefix; writes <output>.mod
                               required=True)
 
 
-def _fail(message):
-  sys.exit(f'train_tokenizer.py: error: {(str(message).strip().splitlines() or ["?"])[0]}')
+PROG = 'train_tokenizer.py'
 
 
 def main(argv):
-  if len(argv) > 1:
-    _fail(f'unexpected arguments: {argv[1:]}')
+  del argv  # cli.run refuses extra arguments
   try:
     source = sources.get_source(_DATASET.value, _SPLIT.value, data_dir=_DATA_DIR.value,
                                 feature_key=_FEATURE.value)
-  except ValueError as e:
-    _fail(e)
+  except ValueError as e:  # an unknown dataset or split
+    cli.usage_error(PROG, e)
   docs = source.iterate(epoch=0, start=0, seed=0, shuffle=False)
   if _MAX_DOCS.value is not None:
     docs = (d for d, _ in zip(docs, range(_MAX_DOCS.value)))
@@ -44,12 +40,11 @@ def main(argv):
     path = tokenizers.train_sentencepiece(docs, _OUTPUT.value, _VOCAB.value,
                                           model_type=_MODEL_TYPE.value)
   except RuntimeError as e:  # sentencepiece's trainer, e.g. a vocabulary too small
-    _fail(f'sentencepiece: {e}')
+    cli.fail(PROG, f'sentencepiece: {e}')
   tok = tokenizers.SentencePieceTokenizer(path)
   print(f'wrote {path}: {tok.ordinary_range[1]} pieces, vocab_size {tok.vocab_size} with '
         f'{tok.num_sentinels} sentinels')
 
 
 if __name__ == '__main__':
-  from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser('train_tokenizer.py'))
+  cli.run(main, PROG)

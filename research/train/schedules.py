@@ -9,6 +9,8 @@ from typing import Callable
 import gin
 import jax.numpy as jnp
 
+from research import cli
+
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
@@ -59,6 +61,8 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
 def make_schedule(total_steps: int, name: str = 'warmup_cosine', peak: float = 1e-3,
                   warmup_steps: int = 100, final_fraction: float = 0.1) -> Schedule:
   """The learning-rate schedule named `name`; `total_steps` is TRAIN_STEPS."""
+  # At zero or below nothing would be learned (or the loss pushed up) without an error.
+  cli.check_positive(**{'make_schedule.peak (the learning rate)': peak})
   if name not in SCHEDULES:
     raise ValueError(f'unknown schedule {name!r}; known: {", ".join(sorted(SCHEDULES))}')
   kwargs = dict(peak=peak, warmup_steps=warmup_steps, total_steps=total_steps)

@@ -1,6 +1,6 @@
 """The training loop: set-up, train/eval steps, logging, checkpoints, guard, preemption.
 
-`train(workdir)` is the gin-configurable entry point (experiments/train.py calls it). The
+`train(workdir)` is the gin-configurable entry point (research/train/main.py calls it). The
 stages, in order: (1) mesh and rules, (2) model, optimizer and state shapes/shardings,
 (3) restore-or-init, (4) the loop, (5) completion. Work that happens every so many steps
 (log, eval, checkpoint) happens at a host "sync", the only place values leave the device.
@@ -17,6 +17,7 @@ import gin
 import jax
 import numpy as np
 
+from research import cli
 from research import models
 from research import parallel
 from research import runs
@@ -121,6 +122,9 @@ def train(workdir: str,
   may declare `may_have_prefix = False` (its decoder batches never have a prefix, so the
   all-zero `decoder_causal_attention` is dropped in every process).
   """
+  # A step count or batch of zero or less would train nothing and still mark the run done.
+  cli.check_positive(**{'train_steps (TRAIN_STEPS)': train_steps,
+                        'batch_size (BATCH_SIZE)': batch_size})
   # (1) Mesh and rules: a mesh that does not fit fails here, before any work.
   mesh = parallel.make_mesh(parallel.MeshConfig())
   rules = parallel.logical_axis_rules()

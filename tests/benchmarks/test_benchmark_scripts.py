@@ -114,7 +114,7 @@ def test_profile_train_step_breaks_down_both_frameworks_steps():
     ('sweep_cost.py', ['--gin_file=gin_configs/sweeps/ci.gin', '--steps=10'],
      "--steps must be two different positive step counts, got ['10']"),
     ('sweep_cost.py', ['--gin_file=gin_configs/sweeps/ci.gin', '--parallel=0'],
-     '--parallel must be >= 1, got 0'),
+     '--parallel must be positive, got 0'),
     ('profile_train_step.py', [TINY, '--gin_bindings=NoSuch.x = 1'],
      "bad gin config: No configurable matching 'NoSuch'"),
     ('train_step.py', [TINY, '--torch', "--gin_bindings=TransformerConfig.family = 'encoder'"],
@@ -138,15 +138,15 @@ def test_benchmarks_reject_bad_input_at_start_up_in_one_line(script, args, messa
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--lengths=abc'], "decode.py: --lengths takes integers, got 'abc'"),
-    (['--lengths='], "decode.py: --lengths takes positive integers, got ''"),
-    (['--lengths=8,0'], "decode.py: --lengths takes positive integers, got '8,0'"),
-    (['--output=/no/such/dir/out.json'], 'decode.py: --output'),
-    (['--output=/tmp'], "decode.py: --output '/tmp' is a directory"),
+    (['--lengths=abc'], "decode.py: error: --lengths takes integers, got 'abc'"),
+    (['--lengths='], "decode.py: error: --lengths takes positive integers, got ''"),
+    (['--lengths=8,0'], "decode.py: error: --lengths takes positive integers, got '8,0'"),
+    (['--output=/no/such/dir/out.json'], 'decode.py: error: --output'),
+    (['--output=/tmp'], "decode.py: error: --output '/tmp' is a directory"),
 ])
 def test_decode_rejects_bad_flags_before_any_work(args, message):
   out = subprocess.run([sys.executable, 'benchmarks/decode.py', *args], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
   lines = (out.stdout + out.stderr).strip().splitlines()
-  assert out.returncode == 1 and len(lines) == 1, lines[-20:]
+  assert out.returncode == 2 and len(lines) == 1, lines[-20:]  # a wrong command line
   assert lines[0].startswith(message), lines[0]

@@ -31,5 +31,5 @@ def test_summary_of_a_llama_config():
 def test_bad_binding_fails_with_one_line(binding, message):
   out = _run('--gin_bindings', binding)
   assert out.returncode != 0
-  errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
+  errors = [l for l in out.stderr.splitlines() if l.startswith('model_summary.py: error:')]
   assert len(errors) == 1 and message in errors[0], out.stderr

@@ -62,6 +62,6 @@ def test_bad_input_fails_with_one_line(tmp_path, rows, message):
   path.write_text(rows)
   out = _run(f'--results={path}', f'--out={tmp_path}/out')
   assert out.returncode != 0
-  errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
+  errors = [l for l in out.stderr.splitlines() if l.startswith('fit_scaling.py: error:')]
   assert len(errors) == 1 and message in errors[0], out.stderr
   assert not os.path.exists(tmp_path / 'out' / 'fits.json')

@@ -8,18 +8,18 @@ import gin
 import pytest
 
 from research import models
+from research import sweeps
 from research.scaling import results
-from research.scaling import sweep
 
 
 def _config(**overrides):
   base = dict(
-      sizes=sweep.depth_width_sizes(depths=(1, 2), widths=(16, 32), head_dim=16),
+      sizes=sweeps.depth_width_sizes(depths=(1, 2), widths=(16, 32), head_dim=16),
       flop_budgets=(6e8, 1.2e9), run_gin_files=('gin_configs/runs/tiny.gin',),
       run_bindings=('BATCH_SIZE = 4', "TASK_FEATURE_LENGTHS = {'targets': 64}"),
       min_steps=10)
   base.update(overrides)
-  return sweep.SweepConfig(**base)
+  return sweeps.SweepConfig(**base)
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,7 @@ def _clean_gin():
 
 
 def test_isoflop_points_spend_their_budget():
-  points, skipped = sweep.plan(_config())
+  points, skipped = sweeps.plan(_config())
   assert skipped == []
   assert len(points) == 4
   for p in points:
@@ -50,53 +50,68 @@ def test_isoflop_points_spend_their_budget():
 
 
 def test_run_ids_are_deterministic_and_readable():
-  first, _ = sweep.plan(_config(seeds=(0, 1)))
-  second, _ = sweep.plan(_config(seeds=(0, 1)))
+  first, _ = sweeps.plan(_config(seeds=(0, 1)))
+  second, _ = sweeps.plan(_config(seeds=(0, 1)))
   assert [p.run_id for p in first] == [p.run_id for p in second]
   assert len({p.run_id for p in first}) == 8
   assert 'C6e8-L1d16-decoder-causal_lm-s1' in {p.run_id for p in first}
-  assert sweep.make_run_id('L2d64', 'decoder', 'prefix_lm', 3, flop_budget=3e17) == (
+  assert sweeps.make_run_id('L2d64', 'decoder', 'prefix_lm', 3, flop_budget=3e17) == (
       'C3e17-L2d64-decoder-prefix_lm-s3')
-  assert sweep.make_run_id('x', 'decoder', 'causal_lm', 0, token_budget=2.5e6) == (
+  assert sweeps.make_run_id('x', 'decoder', 'causal_lm', 0, token_budget=2.5e6) == (
       'D2.5e6-x-decoder-causal_lm-s0')
 
 
 def test_token_budgets_train_every_size_on_the_same_tokens():
-  points, _ = sweep.plan(_config(flop_budgets=(), token_budgets=(2560,)))
+  points, _ = sweeps.plan(_config(flop_budgets=(), token_budgets=(2560,)))
   assert {p.train_steps for p in points} == {10}
   assert {p.token_budget for p in points} == {2560.0}
   assert all(p.flop_budget is None for p in points)
 
 
 def test_points_too_large_for_a_budget_or_misconfigured_are_left_out_with_a_reason():
-  sizes = dict(sweep.depth_width_sizes(depths=(1, 2), widths=(16, 32), head_dim=16))
+  sizes = dict(sweeps.depth_width_sizes(depths=(1, 2), widths=(16, 32), head_dim=16))
   sizes['odd'] = {'TransformerConfig.d_model': 30, 'TransformerConfig.num_heads': 4}
-  points, skipped = sweep.plan(_config(sizes=sizes, flop_budgets=(6e8,),
+  points, skipped = sweeps.plan(_config(sizes=sizes, flop_budgets=(6e8,),
                                        objectives=('causal_lm', 'no_such_objective')))
   reasons = dict(skipped)
   assert [p.run_id for p in points] == ['C6e8-L1d16-decoder-causal_lm-s0',
                                         'C6e8-L2d32-decoder-causal_lm-s0']
   assert 'no gin file' in reasons['C6e8-L1d16-decoder-no_such_objective-s0']
   assert 'does not divide' in reasons['C6e8-odd-decoder-causal_lm-s0']
-  _, skipped = sweep.plan(_config(min_steps=20, flop_budgets=(6e8,)))
+  _, skipped = sweeps.plan(_config(min_steps=20, flop_budgets=(6e8,)))
   assert 'min_steps=20' in dict(skipped)['C6e8-L2d32-decoder-causal_lm-s0']
 
 
 def test_bad_grids_fail_with_one_clear_message():
-  with pytest.raises(sweep.SweepError, match='exactly one of'):
-    sweep.plan(_config(token_budgets=(1e6,)))
-  with pytest.raises(sweep.SweepError, match='not a multiple of head_dim'):
-    sweep.depth_width_sizes(depths=(1,), widths=(40,), head_dim=32)
-  with pytest.raises(sweep.SweepError, match='2 depths but 1 per_size entries'):
-    sweep.depth_width_sizes(depths=(1, 2), per_size=[{}])
-  with pytest.raises(sweep.SweepError, match='the grid is empty'):
-    sweep.plan(_config(seeds=()))
-  with pytest.raises(sweep.SweepError, match='unknown executor'):
-    sweep.make_executor('kubernetes', '/tmp')
+  with pytest.raises(sweeps.SweepError, match='exactly one of'):
+    sweeps.plan(_config(token_budgets=(1e6,)))
+  with pytest.raises(sweeps.SweepError, match='not a multiple of head_dim'):
+    sweeps.depth_width_sizes(depths=(1,), widths=(40,), head_dim=32)
+  with pytest.raises(sweeps.SweepError, match='2 depths but 1 per_size entries'):
+    sweeps.depth_width_sizes(depths=(1, 2), per_size=[{}])
+  with pytest.raises(sweeps.SweepError, match='the grid is empty'):
+    sweeps.plan(_config(seeds=()))
+  with pytest.raises(sweeps.SweepError, match='unknown executor'):
+    sweeps.make_executor('kubernetes', '/tmp')
   # A bad run binding leaves out every point: that is an error, not an empty sweep.
-  with pytest.raises(sweep.SweepError, match=r"no point of the grid can run \(4 left out\).*"
+  with pytest.raises(sweeps.SweepError, match=r"no point of the grid can run \(4 left out\).*"
                                              "No configurable matching 'no_such_fn'"):
-    sweep.plan(_config(run_bindings=('no_such_fn.x = 1',)))
+    sweeps.plan(_config(run_bindings=('no_such_fn.x = 1',)))
+
+
+@pytest.mark.parametrize('budgets', [dict(flop_budgets=(-1,)), dict(token_budgets=(0,)),
+                                     dict(flop_budgets=(6e8, float('nan')))])
+def test_a_budget_of_zero_or_less_is_refused_where_the_grid_is_defined(budgets):
+  # Once planned as 1-step runs and reported as 'model too large for it'.
+  name = next(iter(budgets))
+  with pytest.raises(sweeps.SweepError, match=f'SweepConfig.{name} must be positive, got'):
+    _config(**dict(dict(flop_budgets=(), token_budgets=()), **budgets))
+
+
+def test_a_batch_size_of_zero_is_a_bad_configuration_of_every_point():
+  with pytest.raises(sweeps.SweepError, match=r'no point of the grid can run \(4 left out\).*'
+                                              'BATCH_SIZE must be positive, got 0'):
+    sweeps.plan(_config(run_bindings=_config().run_bindings + ('BATCH_SIZE = 0',)))
 
 
 def test_a_mesh_that_does_not_fit_the_devices_is_left_out_and_counted_once():
@@ -109,51 +124,51 @@ def test_a_mesh_that_does_not_fit_the_devices_is_left_out_and_counted_once():
     return device_count
 
   # The default mesh fits any device count: nobody asks for one.
-  points, _ = sweep.plan(_config(), device_count=count(1))
+  points, _ = sweeps.plan(_config(), device_count=count(1))
   assert len(points) == 4 and asked == []
   # A fixed axis is checked against the count, asked for once for the whole grid.
-  sizes = dict(sweep.depth_width_sizes(depths=(1, 2), widths=(16, 32), head_dim=16))
+  sizes = dict(sweeps.depth_width_sizes(depths=(1, 2), widths=(16, 32), head_dim=16))
   sizes['L2d32'] = dict(sizes['L2d32'], **{'MeshConfig.tensor': 4})
-  points, skipped = sweep.plan(_config(sizes=sizes), device_count=count(2))
+  points, skipped = sweeps.plan(_config(sizes=sizes), device_count=count(2))
   assert [p.size for p in points] == ['L1d16', 'L1d16']
   assert asked == [2]
   assert dict(skipped)['C6e8-L2d32-decoder-causal_lm-s0'] == (
       'bad configuration: mesh (data=-1, fsdp=1, tensor=4) does not fit 2 devices: '
       '2 is not divisible by 4')
-  with pytest.raises(sweep.SweepError, match=r'no point of the grid can run \(4 left out\).*'
+  with pytest.raises(sweeps.SweepError, match=r'no point of the grid can run \(4 left out\).*'
                                              r'mesh \(data=3, fsdp=1, tensor=1\) needs 3 '
                                              'devices but 1 are available'):
-    sweep.plan(_config(run_bindings=_config().run_bindings + ('MeshConfig.data = 3',)),
+    sweeps.plan(_config(run_bindings=_config().run_bindings + ('MeshConfig.data = 3',)),
                device_count=count(1))
-  with pytest.raises(sweep.SweepError, match='num_devices=4 but 2 devices are available'):
-    sweep.plan(_config(run_bindings=('MeshConfig.num_devices = 4',)
+  with pytest.raises(sweeps.SweepError, match='num_devices=4 but 2 devices are available'):
+    sweeps.plan(_config(run_bindings=('MeshConfig.num_devices = 4',)
                        + _config().run_bindings), device_count=count(2))
   # Wrongly typed axes are a configuration error of every point, not a traceback, and
   # fsdp = 1.0 or True is not mistaken for the default mesh.
   for binding, reason in (("MeshConfig.num_devices = '2'", "must be an integer, got '2'"),
                           ('MeshConfig.fsdp = 1.0', 'axis sizes must be integers'),
                           ('MeshConfig.fsdp = True', 'axis sizes must be integers')):
-    with pytest.raises(sweep.SweepError, match=r'no point of the grid can run .*' + reason):
-      sweep.plan(_config(run_bindings=(binding,) + _config().run_bindings),
+    with pytest.raises(sweeps.SweepError, match=r'no point of the grid can run .*' + reason):
+      sweeps.plan(_config(run_bindings=(binding,) + _config().run_bindings),
                  device_count=count(2))
   # A count that fails is asked for once, and every point says why.
   calls = []
 
   def broken():
     calls.append(1)
-    raise sweep.SweepError('cannot count the devices a run would see: boom')
-  with pytest.raises(sweep.SweepError, match='the first: .*cannot count the devices .*: boom'):
-    sweep.plan(_config(run_bindings=_config().run_bindings + ('MeshConfig.data = 3',)),
+    raise sweeps.SweepError('cannot count the devices a run would see: boom')
+  with pytest.raises(sweeps.SweepError, match='the first: .*cannot count the devices .*: boom'):
+    sweeps.plan(_config(run_bindings=_config().run_bindings + ('MeshConfig.data = 3',)),
                device_count=broken)
   assert calls == [1]
   # Without a count (a cluster executor) the mesh is the trainer's to check.
-  points, _ = sweep.plan(_config(run_bindings=_config().run_bindings
+  points, _ = sweeps.plan(_config(run_bindings=_config().run_bindings
                                  + ('MeshConfig.data = 3',)))
   assert len(points) == 4
 
 
 def test_depth_width_rule_keeps_the_aspect_ratio():
-  sizes = sweep.depth_width_sizes(depths=(1, 2, 4), width_per_layer=64, head_dim=32)
+  sizes = sweeps.depth_width_sizes(depths=(1, 2, 4), width_per_layer=64, head_dim=32)
   assert list(sizes) == ['L1d64', 'L2d128', 'L4d256']
   for params in sizes.values():
     d, depth = params['TransformerConfig.d_model'], params['TransformerConfig.num_layers']
@@ -163,14 +178,14 @@ def test_depth_width_rule_keeps_the_aspect_ratio():
 
 
 def test_a_size_can_carry_its_own_learning_rate_over_the_run_bindings():
-  sizes = sweep.depth_width_sizes(depths=(1,), widths=(16,), head_dim=16,
+  sizes = sweeps.depth_width_sizes(depths=(1,), widths=(16,), head_dim=16,
                                   per_size=[{'make_schedule.peak': 1e-2}])
   assert sizes['L1d16']['TransformerConfig.d_model'] == 16
   config = _config(sizes=sizes, flop_budgets=(), token_budgets=(2560,),
                    run_bindings=('BATCH_SIZE = 4', "TASK_FEATURE_LENGTHS = {'targets': 64}",
                                  'make_schedule.peak = 3e-3'))
-  (point,), _ = sweep.plan(config)
-  cmd = sweep.command(config, point, '/sweeps/x/' + point.run_id)
+  (point,), _ = sweeps.plan(config)
+  cmd = sweeps.command(config, point, '/sweeps/x/' + point.run_id)
   peaks = [c for c in cmd if c.startswith('--gin_bindings=make_schedule.peak')]
   # gin keeps the last binding of a parameter: the size's own wins.
   assert peaks == ['--gin_bindings=make_schedule.peak = 3e-3',
@@ -180,11 +195,12 @@ def test_a_size_can_carry_its_own_learning_rate_over_the_run_bindings():
   assert gin.query_parameter('make_schedule.peak') == 0.01
 
 
-def test_command_runs_train_py_in_the_run_directory():
+def test_command_runs_the_training_module_in_the_run_directory():
   config = _config()
-  point = sweep.plan(config)[0][0]
-  cmd = sweep.command(config, point, '/sweeps/x/' + point.run_id)
-  assert cmd[1].endswith('experiments/train.py')
+  point = sweeps.plan(config)[0][0]
+  cmd = sweeps.command(config, point, '/sweeps/x/' + point.run_id)
+  assert cmd[1:3] == ['-m', 'research.train']  # an installed package, no checkout needed
+  assert not any('experiments' in c for c in cmd)
   assert cmd[-1] == f'--workdir=/sweeps/x/{point.run_id}'
   assert any(c.endswith('gin_configs/objectives/causal_lm.gin') for c in cmd)
   assert f'--gin_bindings=TRAIN_STEPS = {point.train_steps}' in cmd
@@ -192,15 +208,15 @@ def test_command_runs_train_py_in_the_run_directory():
 
 def test_a_run_directory_of_another_configuration_is_refused(tmp_path):
   config = _config()
-  point = sweep.plan(config)[0][0]
-  run = sweep._Run(point, str(tmp_path))
-  (tmp_path / sweep.POINT_FILE).write_text(json.dumps({'bindings': ['TRAIN_STEPS = 1']}))
-  with pytest.raises(sweep.SweepError, match='different configuration'):
-    sweep._check_point_file(run)
+  point = sweeps.plan(config)[0][0]
+  run = sweeps.launch._Run(point, str(tmp_path))
+  (tmp_path / sweeps.POINT_FILE).write_text(json.dumps({'bindings': ['TRAIN_STEPS = 1']}))
+  with pytest.raises(sweeps.SweepError, match='different configuration'):
+    sweeps.launch._check_point_file(run)
 
 
 def test_eta_model_is_linear_in_flops():
-  eta = sweep.EtaModel()
+  eta = sweeps.EtaModel()
   assert eta.predict(1.0) is None
   eta.add(1e9, 12.0)
   assert eta.predict(2e9) == pytest.approx(12.0)  # one cost seen: the same time per run
@@ -297,7 +313,7 @@ def test_every_sweep_config_plans_without_a_bad_point(name):
   gin.add_config_file_search_path(repo)
   gin.parse_config_files_and_bindings([os.path.join(repo, 'gin_configs', 'sweeps', name)], [],
                                       finalize_config=False)
-  points, skipped = sweep.plan(sweep.SweepConfig())
+  points, skipped = sweeps.plan(sweeps.SweepConfig())
   assert points
   assert not [why for _, why in skipped if why.startswith('bad configuration')], skipped
   if name == 'emergence_cpu_graded.gin':  # the ladder's init per size reaches its runs

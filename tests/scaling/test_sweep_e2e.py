@@ -1,6 +1,8 @@
-"""experiments/sweep.py end to end on tiny grids: failure isolation, kill + re-launch, submitit.
+"""experiments/sweep.py (research/sweeps/main.py) end to end on tiny grids: failure
+isolation, kill + re-launch, submitit.
 
-Each run is a real experiments/train.py process of ~400 steps; start-up dominates its time.
+Each run is a real `python -m research.train` process of ~400 steps; start-up dominates its
+time.
 """
 import csv
 import json
@@ -193,3 +195,19 @@ def test_a_missing_gin_file_or_a_file_as_sweep_dir_fails_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert lines[0].startswith('sweep.py: error: ') and message in lines[0]
+
+
+@pytest.mark.parametrize('flag,message', [
+    ('--gin_bindings=sweep.SweepConfig.flop_budgets = [-1]',
+     'bad sweep config: SweepConfig.flop_budgets must be positive, got -1'),
+    ('--parallel=0', '--parallel must be positive, got 0'),
+])
+def test_a_budget_or_parallelism_of_zero_or_less_fails_in_one_line(tmp_path, flag, message):
+  sweep_dir = tmp_path / 'sweep'
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'experiments', 'sweep.py'),
+       '--gin_file=gin_configs/sweeps/ci.gin', f'--sweep_dir={sweep_dir}', flag],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and lines == [f'sweep.py: error: {message}'], proc.stderr[-2000:]
+  assert not sweep_dir.exists()

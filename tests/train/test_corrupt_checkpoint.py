@@ -1,4 +1,4 @@
-"""A corrupt checkpoint fails train.py and generate.py at start-up with one line, and
+"""A corrupt checkpoint fails training and generate.py at start-up with one line, and
 leaves every file of the run as it was."""
 import hashlib
 import os
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TRAIN = [sys.executable, os.path.join(REPO, 'experiments', 'train.py'),
+TRAIN = [sys.executable, '-m', 'research.train',
          '--gin_file=gin_configs/runs/tiny.gin', '--gin_bindings=TRAIN_STEPS = 4',
          '--gin_bindings=CheckpointConfig.every_steps = 2']
 

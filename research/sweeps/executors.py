@@ -1,28 +1,49 @@
-"""How a sweep starts its runs: each run is `experiments/train.py` in a child process
+"""How a sweep starts its runs: each run is `python -m research.train` in a child process
 (`LocalExecutor`) or a submitit job (`SubmititExecutor`: slurm, or 'submitit_local').
 
-The interface `run_sweep` (research/scaling/sweep.py) drives: start(cmd, run_dir, lock_fd)
+The interface `run_sweep` (research/sweeps/launch.py) drives: start(cmd, run_dir, lock_fd)
 -> handle; poll(handle) -> None while running, else the exit code; terminate(handle)
 (SIGTERM: the trainer checkpoints and exits); wait(handle, timeout). A running trainer
 holds the flock on its run directory's LOCK_FILE and appends its output to LOG_FILE.
 """
-from __future__ import annotations
-
 import ctypes
+import dataclasses
 import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Callable, Mapping, Optional
 
-if TYPE_CHECKING:
-  from research.scaling import sweep
+import gin
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from research.sweeps.grid import GIN_MODULE, SweepError
+
+# The directory the running `research` package was imported from: runs import the same one.
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOG_FILE = 'train.log'     # in a run directory: the trainer's output, appended per attempt
 LOCK_FILE = '.sweep.lock'  # in a run directory: held by its running trainer
+
+
+@gin.configurable(module=GIN_MODULE)
+@dataclasses.dataclass(frozen=True)
+class SlurmConfig:
+  """submitit parameters of each run's job (`slurm_` prefix dropped)."""
+  partition: Optional[str] = None
+  timeout_min: int = 240
+  gpus_per_node: int = 1
+  cpus_per_task: int = 8
+  mem_gb: int = 64
+  additional: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def child_env() -> dict:
+  """This environment, with the running package first on the path of a child's imports."""
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(
+      p for p in (_PACKAGE_PARENT, env.get('PYTHONPATH', '')) if p)
+  return env
 
 
 def _die_with_parent():  # runs in the child between fork and exec
@@ -36,9 +57,9 @@ class LocalExecutor:
   def start(self, cmd: list[str], run_dir: str, lock_fd: int):
     log = open(os.path.join(run_dir, LOG_FILE), 'ab')
     preexec = _die_with_parent if sys.platform.startswith('linux') else None
-    # Own session: a Ctrl-C reaches only the sweep, which then SIGTERMs the trainers so
+    # Detached from the terminal: a Ctrl-C reaches only the sweep, which then SIGTERMs the trainers so
     # that they checkpoint (a SIGINT would kill them mid-step).
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(),
                             pass_fds=(lock_fd,), preexec_fn=preexec, start_new_session=True)
     log.close()
     return proc
@@ -58,17 +79,17 @@ class LocalExecutor:
 
 
 def _run_in_job(cmd: list[str], run_dir: str) -> int:
-  """Body of a submitit job: the same train.py command, holding the run's lock."""
+  """Body of a submitit job: the same training command, holding the run's lock."""
   with open(os.path.join(run_dir, LOCK_FILE), 'a') as lock, \
        open(os.path.join(run_dir, LOG_FILE), 'ab') as log:
     fcntl.flock(lock, fcntl.LOCK_EX)
-    return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
 
 
 class SubmititExecutor:
   """Each run is a submitit job ('slurm' on a cluster; 'submitit_local' runs them here)."""
 
-  def __init__(self, folder: str, cluster: str, slurm: 'sweep.SlurmConfig'):
+  def __init__(self, folder: str, cluster: str, slurm: 'SlurmConfig'):
     import submitit
     if cluster == 'local':
       self._executor = submitit.LocalExecutor(folder=folder)
@@ -106,3 +127,16 @@ class SubmititExecutor:
     deadline = time.time() + timeout
     while not handle.done() and time.time() < deadline:
       time.sleep(0.5)
+
+
+def make_executor(name: str, sweep_dir: str, slurm: Optional[SlurmConfig] = None):
+  factories: dict[str, Callable[[], Any]] = {
+      'local': LocalExecutor,
+      'slurm': lambda: SubmititExecutor(os.path.join(sweep_dir, '_submitit'), 'slurm',
+                                        slurm or SlurmConfig()),
+      'submitit_local': lambda: SubmititExecutor(os.path.join(sweep_dir, '_submitit'),
+                                                 'local', slurm or SlurmConfig()),
+  }
+  if name not in factories:
+    raise SweepError(f'unknown executor {name!r}; one of {sorted(factories)}')
+  return factories[name]()

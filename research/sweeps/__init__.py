@@ -1,0 +1,19 @@
+"""Sweeps: a gin grid of (size x budget x family x objective x seed) -> training runs.
+
+Stages: (1) `SweepConfig` (gin, grid.py) names the grid; (2) `plan()` (plan.py) turns it into
+`Point`s, each with a deterministic run_id, its TRAIN_STEPS and the gin bindings of its run;
+(3) `run_sweep()` (launch.py) starts `python -m research.train --workdir=SWEEP_DIR/<run_id>`
+for each point through an executor (executors.py: local child processes, or submitit for
+slurm), K at a time, printing progress. The command line is `python -m research.sweeps`
+(main.py). The fits of the finished runs are research.scaling's; this package only launches.
+
+  from research import sweeps
+  points, skipped = sweeps.plan(sweeps.SweepConfig(sizes=..., flop_budgets=(1e12,)))
+"""
+from research.sweeps.executors import LOCK_FILE, LOG_FILE, SlurmConfig, make_executor
+from research.sweeps.grid import Point, SweepConfig, SweepError, depth_width_sizes
+from research.sweeps.grid import make_run_id
+from research.sweeps.launch import COMPLETION_MARKER, ERROR_FILE, EVENTS_FILE, PLAN_FILE
+from research.sweeps.launch import POINT_FILE, EtaModel, run_sweep
+from research.sweeps.plan import command, local_device_count, per_token_cost, plan
+from research.sweeps.plan import load_config, resolve_run

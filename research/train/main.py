@@ -1,0 +1,100 @@
+r"""The training command line: gin config in, run directory out (docs/design.md's layout).
+
+  python -m research.train --gin_file=gin_configs/runs/tiny.gin --workdir=/tmp/tiny \
+      [--gin_bindings="TRAIN_STEPS = 20"] [--multihost]
+
+(`research-train` once installed.) Re-running the same command resumes from the latest
+checkpoint. SIGTERM saves a checkpoint and exits 0. A bad flag, binding, value or path fails
+with one line and exit 2, before anything is written; an impossible mesh, a corrupt
+checkpoint or a diverged run with one line and exit 1.
+"""
+import os
+import tempfile
+from typing import Sequence
+
+from absl import flags
+from absl import logging
+
+from research import cli
+from research import gin_files
+
+PROG = 'research-train'
+
+_GIN_FILE = flags.DEFINE_multi_string('gin_file', [], 'Gin config file(s), in order.')
+_GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [],
+                                          'Gin bindings, applied after the files.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (created; resumed if present).')
+_MULTIHOST = flags.DEFINE_bool('multihost', False,
+                               'Call jax.distributed.initialize (pods, multi-node GPU).')
+
+
+def _load_gin(prog: str) -> None:
+  import gin  # pylint: disable=g-import-not-at-top
+  # Register the configurables a run config names, so bindings resolve without imports.
+  from research.train import sources, trainer  # pylint: disable=unused-import,g-import-not-at-top
+  from research.models import ConfigError, TransformerConfig  # pylint: disable=g-import-not-at-top
+  gin_files.add_search_paths()
+  paths = gin_files.resolve_all(_GIN_FILE.value)
+  try:
+    gin.parse_config_files_and_bindings(paths, _GIN_BINDINGS.value, finalize_config=False)
+  except Exception as e:  # gin raises many types; all mean "this config is wrong"
+    cli.usage_error(prog, f'bad gin config: {e}')
+  try:
+    TransformerConfig()  # its checks (types, divisibility) before the run directory exists
+  except ConfigError as e:
+    cli.usage_error(prog, e)
+
+
+def _check_workdir(prog: str, workdir: str) -> None:
+  """Fails unless `workdir` is, or can be made, a writable directory. Leaves nothing behind
+  (the trainer makes it, once the config has passed its own checks)."""
+  target = os.path.abspath(workdir)
+  parent = target
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    cli.usage_error(prog, f'--workdir {workdir!r} is not a directory ({parent!r} is a file)')
+  try:  # a probe: os.access says yes to root even where nothing can be made (/proc)
+    os.rmdir(tempfile.mkdtemp(dir=parent, prefix='.workdir-probe-'))
+  except OSError as e:
+    what = 'is not writable' if parent == target else 'cannot be created'
+    cli.usage_error(prog, f'--workdir {workdir!r} {what}: {e.strerror}')
+
+
+def main(argv: Sequence[str], prog: str = PROG) -> None:
+  del argv  # cli.run refuses extra arguments
+  cli.show_own_info()
+  from research.parallel import host  # pylint: disable=g-import-not-at-top
+  host.tune_allocator()  # before JAX allocates (research/parallel/host.py)
+  cli.require(prog, gin_file=_GIN_FILE.value, workdir=_WORKDIR.value)
+  _load_gin(prog)  # a bad config fails before anything is written
+  _check_workdir(prog, _WORKDIR.value)
+  from research import parallel  # pylint: disable=g-import-not-at-top
+  if _MULTIHOST.value:
+    parallel.initialize()  # after gin (it is configurable), before any JAX backend use
+  try:
+    parallel.make_mesh(parallel.MeshConfig())  # the trainer builds it again, same devices
+  except parallel.MeshError as e:
+    cli.fail(prog, e)
+  # pylint: disable=g-import-not-at-top
+  from research.models import ConfigError
+  from research.train import trainer
+  from research.train.checkpoints import CheckpointError
+  from research.train.guard import StabilityError
+  # pylint: enable=g-import-not-at-top
+  try:
+    summary = trainer.train(_WORKDIR.value)
+  except cli.UsageError:
+    raise  # a zero step count, batch size or learning rate: exit 2 in cli.run
+  except CheckpointError as e:  # at start-up or a rollback: nothing is being written then
+    host.exit_at_once(f'{prog}: error: {cli.first_line(e)}')
+  except (parallel.MeshError, ConfigError, StabilityError, ValueError, TypeError) as e:
+    cli.fail(prog, e)
+  state = 'preempted: checkpoint saved' if summary.get('preempted') else 'done'
+  logging.info('%s at step %s; run directory %s', state, summary.get('step'), _WORKDIR.value)
+
+
+def run(prog: str = '') -> None:
+  """The `research-train` console script (and `python -m research.train`)."""
+  prog = prog or cli.prog_name(PROG)
+  cli.run(lambda argv: main(argv, prog), prog)
