@@ -28,6 +28,10 @@ flags.DEFINE_string('objective', None, 'Only rows of this objective.')
 flags.DEFINE_integer('bootstrap', 400, 'Bootstrap replicates of every fit.')
 flags.DEFINE_integer('seed', 0, 'Seed of the bootstrap.')
 flags.DEFINE_list('budgets', [], 'Extra FLOP budgets at which to report N_opt, D_opt, D/N.')
+flags.DEFINE_float('corpus_tokens', None, 'Tokens in the training corpus: runs that repeat it '
+                   'more than --max_epochs times are left out of the final points, named.')
+flags.DEFINE_float('max_epochs', 4.0, 'Epochs past which repeated data is named and left out '
+                   '(Muennighoff et al. 2023: up to ~4 epochs cost almost nothing).')
 flags.mark_flags_as_required(['results', 'out'])
 
 
@@ -38,18 +42,21 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
   # pylint: disable=g-import-not-at-top
   from research.scaling import plots
   from research.scaling import report
+  from research.scaling import summary
   from research.scaling import table as table_lib
   # pylint: enable=g-import-not-at-top
   cols = table_lib.Columns(loss=FLAGS.loss_column, flops=FLAGS.flops_column,
                            params=FLAGS.params_column, kaplan_params=FLAGS.kaplan_params_column)
   try:
     cfg = report.ReportConfig(n_bootstrap=FLAGS.bootstrap, seed=FLAGS.seed,
-                              budgets=tuple(float(b) for b in FLAGS.budgets))
+                              budgets=tuple(float(b) for b in FLAGS.budgets),
+                              corpus_tokens=FLAGS.corpus_tokens, max_epochs=FLAGS.max_epochs)
     tab = table_lib.load_results(FLAGS.results, cols, FLAGS.family, FLAGS.objective)
     fits = report.fit_all(tab, cfg)
   except ValueError as e:  # ScalingDataError, ScalingFitError, a bad --budgets value
     cli.fail(prog, e)
-  report.write_json_atomic(f'{FLAGS.out}/fits.json', report.to_json(tab, fits, cfg, FLAGS.results))
+  out = report.to_json(tab, fits, cfg, FLAGS.results)
+  report.write_json_atomic(f'{FLAGS.out}/fits.json', out)
   for note in tab.notes:
     print(f'note: {note}')
   for name, why in fits.skipped.items():
@@ -63,9 +70,10 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
     if fr is not None:
       print(f'{name}: ' + ' '.join(f'{k}={v.value:.4g} [{v.lo:.4g}, {v.hi:.4g}]'
                                    for k, v in fr.estimates().items()))
-  for path in plots.save_all(tab, fits, FLAGS.out):
+  for path in plots.save_all(tab, fits, FLAGS.out, project_to=cfg.budgets):
     print(f'wrote {path}')
   print(f'wrote {FLAGS.out}/fits.json')
+  print(summary.summary_text(out))
 
 
 def run(prog: str = '') -> None:

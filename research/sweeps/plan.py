@@ -232,3 +232,15 @@ def command(config: SweepConfig, point: Point, run_dir: str) -> list[str]:
   return ([sys.executable, '-m', TRAIN_MODULE] + [f'--gin_file={f}' for f in files]
           + [f'--gin_bindings={b}' for b in list(config.run_bindings) + list(point.bindings)]
           + [f'--workdir={run_dir}'])
+
+
+def frontier_warnings(points: Sequence[Point]) -> list[str]:
+  """Lines naming each FLOP budget whose sizes all lie on one side of the optimum that
+  Hoffmann et al.'s ~20 tokens per parameter predicts: its IsoFLOP curve is unlikely to
+  have an interior minimum, so Approach 2 would leave it out."""
+  from research.scaling import planning  # pylint: disable=g-import-not-at-top
+  sizes: dict[float, list[int]] = {}
+  for p in points:
+    if p.flop_budget is not None:
+      sizes.setdefault(float(p.flop_budget), []).append(p.n_params)
+  return planning.warnings(sorted(sizes), sizes)

@@ -12,9 +12,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRIPTS = sorted(os.path.relpath(p, ROOT) for p in
                  glob.glob(os.path.join(ROOT, 'experiments', '*.py')) +
                  glob.glob(os.path.join(ROOT, 'benchmarks', '*.py')))
-# Their command lines move into research.decoding.main and research.emergence.main, which
-# bring them onto research/cli.py; the unknown-flag test covers them already.
-CONVERTED_WITH_THEIR_PACKAGES = {'experiments/generate.py', 'experiments/probe_emergence.py'}
 
 
 def _run(script, *args):
@@ -50,7 +47,7 @@ def _message_exits(tree):
           and isinstance(getattr(n.args[0], 'value', ''), str)]
 
 
-@pytest.mark.parametrize('script', sorted(set(SCRIPTS) - CONVERTED_WITH_THEIR_PACKAGES))
+@pytest.mark.parametrize('script', SCRIPTS)
 def test_a_script_runs_through_research_cli_and_leaves_sys_path_alone(script):
   with open(os.path.join(ROOT, script)) as f:
     tree = ast.parse(f.read())

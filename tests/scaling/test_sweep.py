@@ -323,3 +323,18 @@ def test_every_sweep_config_plans_without_a_bad_point(name):
                     'L1d56': ['TransformerConfig.init_std = 0.1'],
                     'L2d64': ['TransformerConfig.init_std = 0.02'],
                     'L3d96': ['TransformerConfig.init_std = 0.02']}
+
+
+def test_budgets_whose_sizes_sit_on_one_side_of_the_optimum_are_named_at_plan_time():
+  # 20 tokens per parameter puts N_opt at sqrt(C / 120): 2.2e3 at 6e8 and 3.2e3 at 1.2e9,
+  # below every size of this grid; 2.9e4 at 1e11, among them.
+  points, _ = sweeps.plan(_config())
+  sizes = sorted({p.n_params for p in points})
+  assert sizes[0] > 3.2e3 and sizes[0] < 2.9e4 < sizes[-1]
+  lines = sweeps.frontier_warnings(points)
+  assert len(lines) == 2
+  assert lines[0].startswith('budget 6e+08 FLOPs') and 'below the smallest' in lines[0]
+  assert lines[1].startswith('budget 1.2e+09 FLOPs')
+  points, _ = sweeps.plan(_config(flop_budgets=(1.2e9, 1e11)))
+  assert [l.split(' FLOPs')[0] for l in sweeps.frontier_warnings(points)] == [
+      'budget 1.2e+09']
