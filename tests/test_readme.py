@@ -17,7 +17,7 @@ _FILE_TOKEN = re.compile(
 _MODULE = re.compile(r'python3? -m ([\w.]+)')
 _FENCE = re.compile(r'^```(\w*)\s*\n(.*?)^```\s*$', re.M | re.S)
 _LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)')
-_BANNED = (r'this VM', r'ad hoc', r'\bissues?\b')
+_BANNED = (r'this[ ]VM', r'ad[ ]hoc', r'\bissues?\b')
 
 
 def _read(path):

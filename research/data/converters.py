@@ -1,6 +1,6 @@
 """Feature converters: {'inputs', 'targets'} -> the model family's batch features, with
 seqio's semantics (seqio/feature_converters.py: EncDecFeatureConverter, DecoderFeatureConverter,
-PrefixLMFeatureConverter) and the names in DESIGN.md.
+PrefixLMFeatureConverter) and the names in docs/design.md.
 
 A converter never knows the objective. It knows (a) how long an example is in each of its
 length groups ('encoder', 'decoder'), (b) what "fits" means for a set of task lengths, and

@@ -1,4 +1,4 @@
-"""Logical axis names (DESIGN.md). Sharding rules map these onto mesh axes."""
+"""Logical axis names (docs/design.md). Sharding rules map these onto mesh axes."""
 BATCH = 'batch'
 LENGTH = 'length'
 EMBED = 'embed'

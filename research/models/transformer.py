@@ -1,7 +1,7 @@
 """The Transformer families: decoder-only (causal and prefix), encoder-decoder,
 encoder-only. They share one block and one stack; they differ in their masks.
 
-Features follow DESIGN.md. Only the token features are required; segment ids
+Features follow docs/design.md. Only the token features are required; segment ids
 default to one unpacked example, positions restart in each segment, and
 `decoder_causal_attention` (1 on the bidirectional prefix) defaults to a plain
 causal LM. Target and loss-weight features are accepted and ignored, so a whole

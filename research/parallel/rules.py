@@ -1,4 +1,4 @@
-"""Logical-axis rules: the one table mapping DESIGN.md's logical names to mesh axes.
+"""Logical-axis rules: the one table mapping docs/design.md's logical names to mesh axes.
 
 Rules are applied in order by flax: for each array, a logical name takes the first rule
 whose mesh axes are not already used by another dimension of that array. So `batch`

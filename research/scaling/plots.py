@@ -1,7 +1,7 @@
 """The papers' figures from a results table and its fits.
 
 Built on matplotlib.figure.Figure (no pyplot state), so they render under the Agg backend of
-experiments/fit_scaling.py and inline in a notebook alike. Each returns the Figure; save_all
+research/scaling/main.py and inline in a notebook alike. Each returns the Figure; save_all
 writes the PNGs.
 - kaplan_fig1: Kaplan et al. (2020) Fig. 1: loss vs compute, dataset size and parameters.
 - chinchilla_fig2: Hoffmann et al. (2022) Fig. 2: training curves, their envelope, N_opt(C),

@@ -1,5 +1,5 @@
 """Run every fit a results table supports and write fits.json (the library half of
-experiments/fit_scaling.py; the notebook calls the same functions step by step)."""
+research/scaling/main.py; the notebook calls the same functions step by step)."""
 import dataclasses
 from typing import Dict, Optional, Sequence
 

@@ -66,7 +66,7 @@ def results_table(loss_fn: LossFn, noise: float, seed: int, n_evals: int = 8,
                   embed_fraction: float = 0.0, grid: Optional[pd.DataFrame] = None,
                   flops_per_param_token: float = 6.0, vocab_size: Optional[int] = None,
                   aspect_ratio: float = 64.0, **grid_kwargs) -> pd.DataFrame:
-  """A results.csv-shaped table (DESIGN.md): one row per (run, eval step).
+  """A results.csv-shaped table (docs/design.md): one row per (run, eval step).
 
   Each run of the IsoFLOP grid logs `n_evals` evaluations log-spaced up to its final step; an
   intermediate evaluation at D_t tokens is given the loss of L(N, D_t), i.e. the curve is the

@@ -1,7 +1,7 @@
 """Reading a results table into the arrays the fits take, with one clear error per bad input.
 
 Two kinds of table are accepted:
-- a sweep's results.csv (DESIGN.md): one row per (run, eval step) with at least run_id, family,
+- a sweep's results.csv (docs/design.md): one row per (run, eval step) with at least run_id, family,
   objective, n_params, n_params_nonembed, tokens, flops, step, train_loss, eval_loss;
 - a published table with just n_params, tokens, loss (one row per model): only Approach 3 and
   Kaplan's L(N, D) (and the per-point L(N)) can be fitted; C is then taken as 6 N D.

@@ -1,4 +1,4 @@
-"""A synthetic batch source with the DESIGN.md features, for tests and benchmarks.
+"""A synthetic batch source with the docs/design.md features, for tests and benchmarks.
 
 Batch i is a pure function of (seed, i), so `get_state`/`set_state` are just the index and
 resuming is exact. Sequences are arithmetic progressions mod the vocabulary (random start

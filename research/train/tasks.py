@@ -43,7 +43,7 @@ def model_inputs(family: str, batch) -> dict:
 def without_empty_prefix(batch: dict, never_prefix: bool = False) -> dict:
   """`batch` without its `decoder_causal_attention` if that is all zeros.
 
-  DESIGN.md's decoder batches always carry the feature, all zeros for a causal LM. Given
+  docs/design.md's decoder batches always carry the feature, all zeros for a causal LM. Given
   an array, the model must check at run time whether any prefix lets attention look above
   the diagonal (a `lax.cond` per layer in blocked attention, 10-15% of the attention's
   forward + backward at the CPU benchmark's shape); without it, it knows at trace time

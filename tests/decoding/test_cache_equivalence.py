@@ -1,4 +1,4 @@
-"""Cached decoding gives the full forward pass's logits at every step (issue 5).
+"""Cached decoding gives the full forward pass's logits at every step.
 
 Each family runs a batch of prompts of different lengths (left-padded, so the
 cache holds padding) and compares every step's logits with one uncached

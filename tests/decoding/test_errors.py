@@ -1,4 +1,4 @@
-"""Bad input fails before any work with one clear line (issue 5)."""
+"""Bad input fails before any work with one clear line."""
 import re
 
 import jax

@@ -1,4 +1,4 @@
-"""Repetition penalty > 1 lowers the repeat rate of a trained tiny model (issue 5).
+"""Repetition penalty > 1 lowers the repeat rate of a trained tiny model.
 
 A 2-layer decoder learns, in a few hundred optax steps, a corpus where every
 sequence repeats a short random pattern, so greedy decoding repeats almost

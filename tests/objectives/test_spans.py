@@ -8,7 +8,7 @@ from research.objectives import spans
 
 
 # Values of t5.data.preprocessors.random_spans_helper (extra_tokens_per_span = 1 on both
-# sides, eos counted). The first three are quoted in issue 4; the others were worked by hand
+# sides, eos counted). The first three are the reference's own examples; the others were worked by hand
 # from the reference's loop, e.g. (512, 0.5, 3): 767 tokens -> 384 noise in 128 spans ->
 # inputs 383 + 128 + 1 = 512, targets 513 > 512, so the 0.5 hack drops one token.
 @pytest.mark.parametrize('args,expected', [

@@ -1,4 +1,4 @@
-"""Approaches 1 and 2 recover the exponents of a known compute-optimal frontier (issue 7)."""
+"""Approaches 1 and 2 recover the exponents of a known compute-optimal frontier."""
 import numpy as np
 import pandas as pd
 import pytest

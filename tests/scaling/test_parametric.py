@@ -1,4 +1,4 @@
-"""Approach 3 recovers Chinchilla's published law from synthetic IsoFLOP data (issue 7)."""
+"""Approach 3 recovers Chinchilla's published law from synthetic IsoFLOP data."""
 import numpy as np
 import pytest
 import scipy.optimize
