@@ -122,3 +122,61 @@ def test_relative_links_resolve(path):
     elif anchor and resolved.endswith('.md') and anchor not in _anchors(resolved):
       broken.append(f'{target} (no such heading)')
   assert not broken, f'{os.path.relpath(path, REPO)}: broken links {broken}'
+
+
+# --- every flag a README command passes is one its program defines ----------------------
+
+_CONSOLE_SCRIPT = re.compile(r"'(research-[\w-]+) = ([\w.]+):run'")
+_FLAG = re.compile(r'(?:^|\s)["\']?--(?:no)?([a-z_]\w*)')
+
+
+def _console_scripts():
+  return dict(_CONSOLE_SCRIPT.findall(_read(os.path.join(REPO, 'setup.py'))))
+
+
+def _program(command, scripts):
+  """(argv prefix that runs a command's program, the words after it), or None for a shell
+  command that is not one of the project's absl programs (pip, venv, bash)."""
+  words = command.split()
+  for i, word in enumerate(words):
+    if word in scripts:  # a console script runs its package's __main__
+      return ('-m', scripts[word].rsplit('.main', 1)[0]), words[i + 1:]
+    if word in ('python', 'python3') and i + 1 < len(words):
+      nxt = words[i + 1]
+      if nxt == '-m' and i + 2 < len(words) and words[i + 2].startswith('research'):
+        return ('-m', words[i + 2]), words[i + 3:]
+      if nxt.startswith(('experiments/', 'benchmarks/')) and nxt.endswith('.py'):
+        return (nxt,), words[i + 2:]
+  return None
+
+
+def _readme_programs():
+  """{argv prefix: flags} over the project's own programs in README commands."""
+  scripts, found = _console_scripts(), {}
+  for line in _commands():
+    for command in line.split(' # ')[0].split('&&'):
+      parsed = _program(command, scripts)
+      if parsed is not None:
+        prog, rest = parsed
+        found.setdefault(prog, set()).update(_FLAG.findall(' ' + ' '.join(rest)))
+  return found
+
+
+def test_readme_names_console_scripts_that_setup_py_installs():
+  scripts = _console_scripts()
+  assert {'research-train', 'research-sweep', 'research-fit', 'research-generate',
+          'research-probe'} <= set(scripts)
+  for word in set(re.findall(r'\bresearch-[a-z]+\b', _read(README))):
+    assert word in scripts, word
+
+
+@pytest.mark.parametrize('prog,flags', sorted(_readme_programs().items()))
+def test_every_readme_flag_is_defined_by_its_program(prog, flags):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  out = subprocess.run([sys.executable, *prog, '--helpfull'], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode in (0, 1) and 'absl.flags' in out.stdout, out.stderr[-2000:]  # absl's
+  # --helpfull exits 1 after the listing
+  defined = set(re.findall(r'--(?:\[no\])?(\w+)', out.stdout))
+  assert flags <= defined, (prog, sorted(flags - defined))

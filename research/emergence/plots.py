@@ -2,6 +2,8 @@
 
   fig3_<metric>.png   Schaeffer et al. (2023) Fig. 3 style: metric vs parameters (log x,
                       linear y), one line per answer length L, mean over seeds.
+  fig3_contrast.png   the same ladder under exact match, 1 - TED/L and the answer's
+                      log-likelihood side by side (Fig. 3's point in one picture).
   fig4_exact_match_log.png   Fig. 4 style: exact match on a log y axis, with Clopper-Pearson
                       intervals pooled over seeds (zero hits: an open triangle at the upper
                       bound), and chance 10^-L dotted.
@@ -156,6 +158,8 @@ def all_figures(table: pd.DataFrame, out_dir: str) -> list[str]:
   for metric in FIG3_METRICS:
     if (table['metric'] == metric).any():
       save(fig3(table, metric), f'fig3_{metric}.png')
+  if {'exact_match', 'one_minus_ted_over_L', 'answer_logp'} <= set(table['metric']):
+    save(fig3_contrast(table)[0], 'fig3_contrast.png')
   save(fig4(table), 'fig4_exact_match_log.png')
   save(du_vs_loss(table)[0], 'du_vs_loss.png')
   return written

@@ -76,6 +76,7 @@ def test_probe_scores_good_runs_and_reports_bad_ones(sweep, tmp_path):
     assert row.chance == 10.0**-row.L and row.above_chance == (low > row.chance)
   assert checks['resolution']['zero_cells'] == len(resolved)
   assert str(tmp_path / 'resolution.png') in result['figures']
+  assert str(tmp_path / 'fig3_contrast.png') in result['figures']
   assert (resolved['identity'] >= 0.975).all()  # at most 1 of 40 items an argmax tie
 
 
