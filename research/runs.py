@@ -2,7 +2,8 @@
 
 A run directory holds `run_info.json` (architecture, parameter and FLOP counts, seed),
 `config.gin` (the operative config), `metrics.jsonl` (one JSON line per logged step),
-`checkpoints/<step>/` (orbax: the `state` item holds the params) and, last of all, the
+`checkpoints/<step>/` (orbax: the `state` item holds the params), `final_eval_losses.npz`
+(per-sequence losses of the final evaluation, research/heldout.py) and, last of all, the
 completion marker. The trainer writes it; the sweep, the scaling fits, the emergence probe,
 decoding and the notebooks read it. Nothing here imports research.train, so every reader
 can use it without the trainer's dependencies.
@@ -22,6 +23,7 @@ RUN_INFO = 'run_info.json'
 CONFIG_GIN = 'config.gin'
 METRICS = 'metrics.jsonl'
 CHECKPOINTS = 'checkpoints'
+FINAL_EVAL_LOSSES = 'final_eval_losses.npz'
 # Checkpoint items that may hold the params, in the order they are tried: the trainer's
 # `state`, or a checkpoint saved as one default item holding a pytree with `params`.
 PARAM_ITEMS = ('state', 'default')
@@ -39,13 +41,13 @@ class CheckpointError(RuntimeError):
 # Writing: whole files go to a temporary file in the same directory and are renamed over the
 # old one, so a reader (or a crash) never sees half a file.
 
-def write_text_atomic(path: str, text: str) -> None:
+def _write_atomic(path: str, data, mode: str) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-' + os.path.basename(path))
   try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
+    with os.fdopen(fd, mode) as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide run files from collaborators
@@ -54,6 +56,14 @@ def write_text_atomic(path: str, text: str) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  _write_atomic(path, text, 'w')
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+  _write_atomic(path, data, 'wb')
 
 
 def write_json_atomic(path: str, obj: Any, *, sort_keys: bool = True,

@@ -1,4 +1,4 @@
-"""The pure train and eval steps, compiled once with explicit shardings.
+"""The pure train step and the compiled train and eval steps (the eval step is evaluation.py).
 
 `train_step(state, batch) -> (state, metrics)`: the dropout key is the base key folded with
 the step number, so a resumed run draws the same keys; gradient accumulation scans over
@@ -145,14 +145,6 @@ def make_train_step(module: nn.Module, family: str, tx: optax.GradientTransforma
     return new_state, metrics
 
   return train_step
-
-
-def make_eval_step(module: nn.Module, family: str, z_loss: float = 0.0):
-  def eval_step(params, batch):
-    loss_sum, (z_sum, weight_sum, correct) = _loss_sums(
-        module, family, z_loss, params, batch, jax.random.PRNGKey(0), deterministic=True)
-    return {'loss_sum': loss_sum - z_sum, 'weight_sum': weight_sum, 'correct': correct}
-  return eval_step
 
 
 def _with_rules(fn, mesh: Mesh, rules, constrain_activations: bool):

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any, Callable, Mapping, Optional
 
+from absl import logging
 import gin
 import jax
 import numpy as np
@@ -22,6 +23,7 @@ from research import models
 from research import parallel
 from research import runs
 from research.train import checkpoints as ckpt_lib
+from research.train import evaluation
 from research.train import guard as guard_lib
 from research.train import metrics as metrics_lib
 from research.train import optimizers
@@ -114,17 +116,26 @@ def train(workdir: str,
           log_every: int = 10,
           eval_every: int = 0,
           eval_batches: int = 2,
+          final_eval_batches: Optional[int] = None,
           progress: bool = True) -> dict:
   """Trains (or resumes) the run in `workdir`; returns a summary of the final step.
 
   batch_source(family=, batch_size=, feature_lengths=, seed=, shard_index=, num_shards=,
   split=) must return an iterator of numpy batch dicts with get_state()/set_state(), and
   may declare `may_have_prefix = False` (its decoder batches never have a prefix, so the
-  all-zero `decoder_causal_attention` is dropped in every process).
+  all-zero `decoder_causal_attention` is dropped in every process). The 'eval' split is
+  asked for with evaluation.EVAL_SEED, whatever `seed`: one held-out stream per data config.
+
+  Evaluations (every `eval_every` steps and at the last step) read the first `eval_batches`
+  batches of the held-out stream; the last one reads `final_eval_batches` (default
+  `eval_batches`) and saves its per-sequence losses as runs.FINAL_EVAL_LOSSES.
   """
   # A step count or batch of zero or less would train nothing and still mark the run done.
   cli.check_positive(**{'train_steps (TRAIN_STEPS)': train_steps,
-                        'batch_size (BATCH_SIZE)': batch_size})
+                        'batch_size (BATCH_SIZE)': batch_size,
+                        'final_eval_batches': final_eval_batches})
+  if final_eval_batches is None:
+    final_eval_batches = eval_batches
   # (1) Mesh and rules: a mesh that does not fit fails here, before any work.
   mesh = parallel.make_mesh(parallel.MeshConfig())
   rules = parallel.logical_axis_rules()
@@ -142,7 +153,7 @@ def train(workdir: str,
       step_lib.make_train_step(module, family, tx, schedule, model_config.z_loss,
                                step_config, guard_config),
       setup.shardings, mesh, rules, step_config.constrain_activations)
-  eval_fn = step_lib.compile_eval_step(step_lib.make_eval_step(module, family),
+  eval_fn = step_lib.compile_eval_step(evaluation.make_eval_step(module, family),
                                        setup.shardings.params, mesh, rules,
                                        step_config.constrain_activations)
   batch_sh = {}
@@ -150,7 +161,8 @@ def train(workdir: str,
   shard = parallel.host_shard()
   def make_source(split):
     return batch_source(family=family, batch_size=shard.local_batch_size(batch_size),
-                        feature_lengths=feature_lengths, seed=seed,
+                        feature_lengths=feature_lengths,
+                        seed=seed if split == 'train' else evaluation.EVAL_SEED,
                         shard_index=shard.index, num_shards=shard.count, split=split)
   source = make_source('train')
   # A source that declares it never has a prefix (the same on every process) lets every
@@ -196,21 +208,23 @@ def train(workdir: str,
       if index not in skip:
         return index, batch
 
-  def run_eval() -> dict:
+  def run_eval(final: bool) -> dict:
+    start = time.perf_counter()
     eval_source = make_source('eval')
-    eval_never_prefix = getattr(eval_source, 'may_have_prefix', True) is False
-    sums = {'loss_sum': 0.0, 'weight_sum': 0.0, 'correct': 0.0}
-    for _ in range(eval_batches):
-      batch = next(eval_source, None)
-      if batch is None:  # a validation split shorter than eval_batches
-        break
-      batch = tasks.without_empty_prefix(batch, eval_never_prefix)
-      out = jax.device_get(eval_fn(state.params, parallel.host_batch_to_global(
-          batch, _shardings(batch))))
-      sums = {k: sums[k] + float(out[k]) for k in sums}
-    loss = sums['loss_sum'] / max(sums['weight_sum'], 1.0)
-    return {'eval_loss': loss, 'eval_perplexity': float(np.exp(min(loss, 80.0))),
-            'eval_accuracy': sums['correct'] / max(sums['weight_sum'], 1.0)}
+    rows, correct = evaluation.evaluate(
+        lambda batch: eval_fn(state.params, parallel.host_batch_to_global(
+            batch, _shardings(batch))),
+        eval_source, final_eval_batches if final else eval_batches)
+    if hasattr(eval_source, 'close'):
+      eval_source.close()
+    if final and is_chief:
+      rows.save(os.path.join(workdir, runs.FINAL_EVAL_LOSSES))
+    result = evaluation.metrics(rows, correct)
+    logging.info('%s eval at step %d: loss %.4f +- %.4f (SE) on %d sequences, %.1f s',
+                 'final' if final else 'intermediate', step, result['eval_loss'],
+                 result['eval_loss_se'], result['eval_sequences'],
+                 time.perf_counter() - start)
+    return result
 
   def _shardings(batch):
     if set(batch) != set(batch_sh):
@@ -301,7 +315,7 @@ def train(workdir: str,
                    mfu=flops_per_s / (jax.device_count() * peak),
                    guard_events=host.guard_events, guard_rollbacks=host.guard_rollbacks)
         if s == step and do_eval:
-          row.update(run_eval())
+          row.update(run_eval(final=at_end))
         writer.write(s, row)
         summary = {'step': s, **{k: metrics_lib._to_python(v) for k, v in row.items()}}
       if line:
