@@ -9,7 +9,13 @@ Columns (besides those of docs/design.md): parameter counts by convention (`n_pa
 `n_params_nonembed`, `n_params_embedding`), FLOPs by every convention of
 research.models.accounting (`flops_6N`, `flops_6N_nonembed`, `flops_kaplan`,
 `flops_chinchilla`; `flops` is the trainer's C = 6ND), `flop_budget` (IsoFLOP sweeps) and
-`token_budget`, and `final` (the row of the last step of the run).
+`token_budget`, `final` (the row of the last step of the run), and `eval_loss_se` and
+`eval_sequences`: the standard error of `eval_loss` over the held-out sequences, and how
+many there were (research/heldout.py; the final row's come from the larger final eval).
+
+`paired_differences` compares adjacent sizes at each budget on the same held-out sequences
+(each run's `final_eval_losses.npz`): far less noisy than the difference of two losses,
+whose per-sequence spread the two runs share.
 """
 import csv
 import dataclasses
@@ -19,6 +25,7 @@ import math
 import os
 from typing import Iterable, Optional
 
+from research import heldout
 from research import runs as runs_lib
 
 COMPLETION_MARKER = runs_lib.COMPLETION_MARKER
@@ -30,7 +37,7 @@ COLUMNS = (
     'n_params_embedding', 'd_model', 'num_layers', 'num_heads', 'd_ff', 'vocab_size',
     'batch_size', 'seq_len', 'train_steps', 'flop_budget', 'token_budget', 'step', 'tokens',
     'flops', *[f'flops_{c}' for c in FLOP_CONVENTIONS], 'train_loss', 'eval_loss',
-    'eval_accuracy', 'learning_rate', 'final')
+    'eval_accuracy', 'learning_rate', 'final', 'eval_loss_se', 'eval_sequences')
 
 
 @dataclasses.dataclass
@@ -38,12 +45,13 @@ class Report:
   rows: list
   runs: list      # run_ids kept
   excluded: dict  # run_id -> why it was left out
+  pairs: list = dataclasses.field(default_factory=list)  # paired_differences()
 
   def lines(self) -> list[str]:
     out = [f'results: {len(self.rows)} rows from {len(self.runs)} finished runs'
            + (f'; {len(self.excluded)} left out:' if self.excluded else '')]
     out += [f'  {run_id}: {why}' for run_id, why in sorted(self.excluded.items())]
-    return out
+    return out + uncertainty_lines(self.rows, self.pairs)
 
 
 class RunError(runs_lib.RunDirError):
@@ -93,7 +101,8 @@ def read_run(run_dir: str, point: Optional[dict] = None) -> list[dict]:
   for m in evals:
     row = dict(base)
     row.update({k: m.get(k) for k in ('step', 'tokens', 'flops', 'train_loss', 'eval_loss',
-                                      'eval_accuracy', 'learning_rate')})
+                                      'eval_accuracy', 'learning_rate', 'eval_loss_se',
+                                      'eval_sequences')})
     row.update({f'flops_{c}': m.get(f'flops_{c}') for c in FLOP_CONVENTIONS})
     row['final'] = m['step'] == metrics[-1]['step']
     rows.append(row)
@@ -113,7 +122,7 @@ def _run_dirs(sweep_dir: str) -> Iterable[tuple[str, dict]]:
     yield path, {}
 
 
-def collect(sweep_dir: str) -> Report:
+def _collect_rows(sweep_dir: str) -> tuple[list, list, dict]:
   rows, runs, excluded = [], [], {}
   for run_dir, point in _run_dirs(sweep_dir):
     run_id = os.path.basename(run_dir)
@@ -125,7 +134,92 @@ def collect(sweep_dir: str) -> Report:
       runs.append(run_id)
     except runs_lib.RunDirError as e:
       excluded[run_id] = str(e)
-  return Report(rows, runs, excluded)
+  return rows, runs, excluded
+
+
+def collect(sweep_dir: str) -> Report:
+  rows, runs, excluded = _collect_rows(sweep_dir)
+  return Report(rows, runs, excluded, paired_differences(sweep_dir, rows))
+
+
+def _final_rows(rows) -> list[dict]:
+  if hasattr(rows, 'to_dict'):  # a results DataFrame
+    rows = rows.to_dict('records')
+  return [r for r in rows if str(r.get('final')) in ('True', 'true', '1')]
+
+
+def _budget(row: dict):
+  for key in ('flop_budget', 'token_budget'):
+    value = _finite(row.get(key))
+    if value is not None:
+      return key, value
+  return None
+
+
+def paired_differences(sweep_dir: str, rows=None) -> list[dict]:
+  """At each budget (FLOP, else token), for each pair of adjacent sizes of one family,
+  objective and seed: `difference` = final loss of the larger minus the smaller, over the
+  same held-out sequences, and its standard error `se` (research/heldout.py).
+
+  rows: the results table (row dicts or a DataFrame; only `final` rows are used), by
+  default collected from `sweep_dir`, which holds the run directories. A pair either of
+  whose runs has no per-sequence losses, or whose held-out sets differ, gets NaN and the
+  reason in `note`."""
+  if rows is None:
+    rows = _collect_rows(sweep_dir)[0]
+  groups: dict = {}
+  for row in _final_rows(rows):
+    budget = _budget(row)
+    if budget is not None and _finite(row.get('n_params')) is not None:
+      key = (*budget, row.get('family'), row.get('objective'), _finite(row.get('seed')))
+      groups.setdefault(key, []).append(row)
+  losses: dict = {}
+
+  def per_sequence(run_id):
+    if run_id not in losses:
+      try:
+        losses[run_id] = heldout.read_final(os.path.join(sweep_dir, run_id))
+      except runs_lib.RunDirError as e:
+        raise runs_lib.RunDirError(f'{run_id}: {e}') from e
+    return losses[run_id]
+
+  pairs = []
+  for (budget_key, budget, family, objective, seed), group in sorted(
+      groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+    group = sorted(group, key=lambda r: float(r['n_params']))
+    for smaller, larger in zip(group, group[1:]):
+      pair = {budget_key: budget, 'family': family, 'objective': objective, 'seed': seed,
+              'smaller': smaller['run_id'], 'larger': larger['run_id'],
+              'n_params_smaller': smaller['n_params'], 'n_params_larger': larger['n_params'],
+              'difference': math.nan, 'se': math.nan, 'note': ''}
+      try:
+        pair['difference'], pair['se'] = heldout.paired_difference(
+            per_sequence(larger['run_id']), per_sequence(smaller['run_id']))
+      except (runs_lib.RunDirError, heldout.HeldOutMismatch) as e:
+        pair['note'] = str(e)
+      pairs.append(pair)
+  return pairs
+
+
+def uncertainty_lines(rows, pairs) -> list[str]:
+  """The largest standard error of a run's final loss and of a paired difference (the
+  numbers that say whether the sweep's losses can separate its sizes)."""
+  out = []
+  finals = [r for r in _final_rows(rows) if _finite(r.get('eval_loss_se')) is not None]
+  if finals:
+    worst = max(finals, key=lambda r: float(r['eval_loss_se']))
+    out.append(f'held-out SE: largest final eval_loss_se {float(worst["eval_loss_se"]):.4f} '
+               f'nats ({worst["run_id"]}, {worst.get("eval_sequences")} sequences)')
+  paired = [p for p in pairs if _finite(p['se']) is not None]
+  if paired:
+    worst = max(paired, key=lambda p: p['se'])
+    out.append(f'held-out SE: largest paired-difference SE {worst["se"]:.4f} nats '
+               f'({worst["larger"]} - {worst["smaller"]}: {worst["difference"]:+.4f})')
+  unpaired = [p for p in pairs if p['note']]
+  if unpaired:
+    out.append(f'held-out SE: {len(unpaired)} adjacent pair(s) not paired, e.g. '
+               f'{unpaired[0]["larger"]} - {unpaired[0]["smaller"]}: {unpaired[0]["note"]}')
+  return out
 
 
 def write_csv_atomic(rows: list[dict], path: str, columns=COLUMNS) -> None:
