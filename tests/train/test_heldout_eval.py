@@ -13,7 +13,9 @@ from research import heldout
 from research import models
 from research import runs
 from research.models import losses
+from research.data import sources
 from research.train import evaluation
+from research.train import sources as train_sources
 from research.train import synthetic
 from research.train import tasks
 from research.train import trainer
@@ -46,6 +48,17 @@ trainer.train.final_eval_batches = 5
 
 def _final(workdir) -> heldout.HeldOutLosses:
   return heldout.read_final(str(workdir))
+
+
+def test_the_eval_split_shares_no_file_with_training(tmp_path):
+  assert train_sources.SPLITS == {'train': 'train', 'eval': 'validation'}
+  builder = sources.get_builder('python_stdlib/small', str(tmp_path))
+  paths = {}
+  for split in ('train', 'validation'):
+    records = builder.as_data_source(split=split)
+    paths[split] = {records[i]['path'] for i in range(len(records))}
+  assert paths['validation'] and len(paths['train']) > 100
+  assert not paths['train'] & paths['validation']
 
 
 def test_the_eval_stream_does_not_depend_on_the_run_seed(seed_one_run, clean_run):
