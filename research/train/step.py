@@ -1,4 +1,5 @@
-"""The pure train step and the compiled train and eval steps (the eval step is evaluation.py).
+"""The pure train step, and the train and eval steps compiled once with explicit shardings
+(the pure eval step is research/train/evaluation.py).
 
 `train_step(state, batch) -> (state, metrics)`: the dropout key is the base key folded with
 the step number, so a resumed run draws the same keys; gradient accumulation scans over
