@@ -20,11 +20,11 @@ the input).
 """
 import os
 import statistics
-import time
 
 from absl import flags
 
 from research import cli
+from research import timing
 
 _ROWS = flags.DEFINE_integer('rows', 4096, 'Rows (tokens).')
 _WIDTH = flags.DEFINE_integer('width', 256, 'Model width.')
@@ -36,14 +36,7 @@ _REPEATS = flags.DEFINE_integer('repeats', 20, 'Timed calls.')
 
 def _time(fn, repeats: int) -> float:
   """Median milliseconds per call after two warm-up calls."""
-  fn()
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+  return 1e3 * statistics.median(timing.call_seconds(fn, repeats, warmup=2))
 
 
 def main(argv):

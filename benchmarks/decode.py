@@ -27,7 +27,6 @@ cache at every step: 2.37 / 3.95 / 26.1 ms per cached step at these lengths.
 import functools
 import json
 import os
-import time
 
 from absl import flags
 import flax.linen as nn
@@ -38,16 +37,21 @@ import numpy as np
 from research import cli
 from research import decoding
 from research import models
+from research import timing
 from research.decoding import adapters
 from research.train import metrics
 
 PROG = 'decode.py'
 _LENGTHS = flags.DEFINE_list('lengths', ['128', '512', '2048'], 'Output lengths.')
-_BATCH = flags.DEFINE_integer('batch', 1, 'Prompts decoded together.')
-_PROMPT_LEN = flags.DEFINE_integer('prompt_len', 16, 'Prompt tokens.')
-_CACHED_STEPS = flags.DEFINE_integer('cached_steps', 64, 'Timed cached steps.')
-_UNCACHED_STEPS = flags.DEFINE_integer('uncached_steps', 8, 'Timed uncached steps.')
-_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed runs of each measurement; best kept.')
+# At least 1 each: below that there is nothing to decode, a division by zero steps, or no
+# timed run to keep the best of.
+_BATCH = flags.DEFINE_integer('batch', 1, 'Prompts decoded together.', lower_bound=1)
+_PROMPT_LEN = flags.DEFINE_integer('prompt_len', 16, 'Prompt tokens.', lower_bound=1)
+_CACHED_STEPS = flags.DEFINE_integer('cached_steps', 64, 'Timed cached steps.', lower_bound=1)
+_UNCACHED_STEPS = flags.DEFINE_integer('uncached_steps', 8, 'Timed uncached steps.',
+                                       lower_bound=1)
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed runs of each measurement; best kept.',
+                                lower_bound=1)
 _OUTPUT = flags.DEFINE_string('output', None, 'Write the results as JSON here.')
 
 # The shape of gin_configs/runs/bench_10m_cpu.gin: 10.8M parameters.
@@ -58,13 +62,8 @@ MODEL = dict(family='decoder', vocab_size=384, d_model=384, num_layers=6, num_he
 def _seconds(fn, *args):
   """Best wall seconds of fn(*args) over --repeats runs after one untimed (compiling)
   call: the minimum is the least disturbed by other work on a shared machine."""
-  jax.block_until_ready(fn(*args))
-  best = float('inf')
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
+  return min(timing.call_seconds(lambda: jax.block_until_ready(fn(*args)), _REPEATS.value,
+                                 warmup=1))
 
 
 def seconds_per_step(model_config, params, prompts, new_tokens, steps, use_cache):

@@ -19,6 +19,7 @@ import time
 from absl import flags
 
 from research import cli
+from research import timing
 
 _GIN_FILE = flags.DEFINE_multi_string('gin_file', [], 'Gin config file(s).')
 _GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings.')
@@ -44,21 +45,10 @@ _PHASES = flags.DEFINE_bool(
     'optimizer (both frameworks with --torch), to see which phase a gap comes from.')
 
 
-def _step_times(step_fn, steps: int, warmup: int) -> list:
-  for _ in range(warmup):
-    step_fn()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    step_fn()
-    times.append(time.perf_counter() - start)
-  return times
-
-
 def _time(step_fn, steps: int, warmup: int) -> float:
   """Median seconds per synchronized call: robust to the odd stalled step (on the 2-core
   VM the kernel now and then pages memory out under a running step)."""
-  return statistics.median(_step_times(step_fn, steps, warmup))
+  return statistics.median(timing.call_seconds(step_fn, steps, warmup))
 
 
 def build_jax_step(cfg, batch_size, lengths):
@@ -219,7 +209,7 @@ def time_in_rounds(steps: dict, count: int, warmup: int, rounds: int):
   for round_ in range(rounds):
     medians = {}
     for name in (list(steps) if round_ % 2 == 0 else list(steps)[::-1]):
-      t = _step_times(steps[name], count, warmup if round_ == 0 else max(warmup, 1))
+      t = timing.call_seconds(steps[name], count, warmup if round_ == 0 else max(warmup, 1))
       times[name] += t
       medians[name] = statistics.median(t)
     first, *others = steps

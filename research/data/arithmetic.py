@@ -43,10 +43,12 @@ builder (`builder(...)`), whose class is defined lazily so importing this module
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import gin
 import numpy as np
+
+from research.data import indexed
 
 VOCAB = ('<pad>', '<eos>') + tuple('0123456789+*=;')
 PAD_ID, EOS_ID = 0, 1
@@ -264,7 +266,7 @@ def training_tokens(rng: np.random.Generator, k_shots: int, mul_fraction: float,
   return np.asarray(ids, np.int32), np.asarray(mask, np.float32)
 
 
-class ArithmeticSource(Iterator[dict]):
+class ArithmeticSource(indexed.IndexedSource):
   """Decoder-only batches of training examples; batch i is a pure function of (seed, i)."""
   may_have_prefix = False  # causal LM rows: decoder_causal_attention is all zeros
 
@@ -284,12 +286,9 @@ class ArithmeticSource(Iterator[dict]):
                                                                  shard_index)
     self.k_shots, self.mul_fraction, self.lengths = k_shots, mul_fraction, tuple(lengths)
     self.loss_on, self.short_operand_fraction = loss_on, short_operand_fraction
-    self.index = 0
 
-  def __next__(self) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng([TRAIN_SEED_NAMESPACE, self.seed, self.index,
-                                 self.shard_index])
-    self.index += 1
+  def batch(self, index: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([TRAIN_SEED_NAMESPACE, self.seed, index, self.shard_index])
     b, n = self.batch_size, self.length
     inputs = np.zeros((b, n), np.int32)
     targets = np.zeros((b, n), np.int32)
@@ -306,12 +305,6 @@ class ArithmeticSource(Iterator[dict]):
             'decoder_loss_weights': weights, 'decoder_segment_ids': segments,
             'decoder_positions': positions,
             'decoder_causal_attention': np.zeros((b, n), np.int32)}
-
-  def get_state(self) -> dict:
-    return {'index': self.index}
-
-  def set_state(self, state: dict) -> None:
-    self.index = int(state['index'])
 
 
 @gin.configurable
@@ -349,7 +342,10 @@ def builder_class():
   global _BUILDER_CLASS
   if _BUILDER_CLASS is not None:
     return _BUILDER_CLASS
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
+  from research.data import builders
+  # pylint: enable=g-import-not-at-top
 
   @dataclasses.dataclass
   class ArithmeticConfig(tfds.core.BuilderConfig):
@@ -357,17 +353,13 @@ def builder_class():
     train_examples: int = 20_000
     k_shots: int = 2
 
-  class Arithmetic(tfds.core.GeneratorBasedBuilder):
+  class Arithmetic(builders.ArrayRecordBuilder):
     """k-shot arithmetic; configs 'small' (200 per L), 'large' (2,000 per L), 'tiny' (tests)."""
     VERSION = tfds.core.Version('2.0.0')
     RELEASE_NOTES = {'2.0.0': 'Numbers least-significant digit first, operands 8 digits, no =.'}
     BUILDER_CONFIGS = [ArithmeticConfig(name='small'),
                        ArithmeticConfig(name='large', n_per_length=2000),
                        ArithmeticConfig(name='tiny', n_per_length=5, train_examples=20)]
-
-    def __init__(self, **kwargs):
-      kwargs.setdefault('file_format', 'array_record')
-      super().__init__(**kwargs)
 
     def _info(self):
       return self.dataset_info_from_configs(

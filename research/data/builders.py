@@ -71,6 +71,15 @@ def _features():
                                      'path': tfds.features.Text()})
 
 
+class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A builder that writes array_record unless told another file_format: the pipeline reads
+  that format by index (`sources.RandomAccessSource`), any other only as a stream."""
+
+  def __init__(self, **kwargs):
+    kwargs.setdefault('file_format', 'array_record')
+    super().__init__(**kwargs)
+
+
 @dataclasses.dataclass
 class TextFilesConfig(tfds.core.BuilderConfig):
   """`pattern`: a directory or glob. The config name is derived from it (see `for_pattern`),
@@ -135,7 +144,7 @@ class StdlibConfig(tfds.core.BuilderConfig):
   max_files: int | None = None  # every k-th file, for fast tests ('small')
 
 
-class PythonStdlib(tfds.core.GeneratorBasedBuilder):
+class PythonStdlib(ArrayRecordBuilder):
   """The standard library's .py files. A handful of test modules are deliberately not UTF-8
   (test/encoded_modules, test_source_encoding.py); they are skipped and listed in metadata
   rather than failing the build, because the corpus is fixed and known.
@@ -144,10 +153,6 @@ class PythonStdlib(tfds.core.GeneratorBasedBuilder):
   """
   VERSION = tfds.core.Version('1.0.0')
   BUILDER_CONFIGS = [StdlibConfig(name='full'), StdlibConfig(name='small', max_files=150)]
-
-  def __init__(self, **kwargs):
-    kwargs.setdefault('file_format', 'array_record')
-    super().__init__(**kwargs)
 
   def _info(self):
     return self.dataset_info_from_configs(

@@ -21,6 +21,21 @@ class DecodingError(ValueError):
   """Bad decoding input; the message is one line and names the value."""
 
 
+# (field, whether a value is out of range, what the field must be), checked in this order
+# after the strategy: the first bad field is the one reported.
+_FIELD_CHECKS = (
+    ('max_new_tokens', lambda v: v <= 0, 'must be positive'),
+    ('temperature', lambda v: not v > 0, 'must be > 0'),
+    ('top_k', lambda v: v is not None and v <= 0,
+     'must be a positive integer (or None for off)'),
+    ('top_p', lambda v: v is not None and not 0.0 < v <= 1.0,
+     'must be in (0, 1] (or None for off)'),
+    ('beam_width', lambda v: v <= 0, 'must be positive'),
+    ('repetition_penalty', lambda v: not v > 0, 'must be > 0 (1 = off)'),
+    ('no_repeat_ngram_size', lambda v: v < 0, 'must be >= 0 (0 = off)'),
+)
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class DecodeConfig:
@@ -57,26 +72,10 @@ class DecodeConfig:
     if self.strategy not in STRATEGIES:
       raise DecodingError(f'DecodeConfig.strategy={self.strategy!r} is not one of '
                           f'{", ".join(STRATEGIES)}')
-    if self.max_new_tokens <= 0:
-      raise DecodingError(f'DecodeConfig.max_new_tokens must be positive, got '
-                          f'{self.max_new_tokens}')
-    if not self.temperature > 0:
-      raise DecodingError(f'DecodeConfig.temperature must be > 0, got {self.temperature}')
-    if self.top_k is not None and self.top_k <= 0:
-      raise DecodingError(f'DecodeConfig.top_k must be a positive integer (or None for '
-                          f'off), got {self.top_k}')
-    if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-      raise DecodingError(f'DecodeConfig.top_p must be in (0, 1] (or None for off), '
-                          f'got {self.top_p}')
-    if self.beam_width <= 0:
-      raise DecodingError(f'DecodeConfig.beam_width must be positive, got '
-                          f'{self.beam_width}')
-    if not self.repetition_penalty > 0:
-      raise DecodingError(f'DecodeConfig.repetition_penalty must be > 0 (1 = off), got '
-                          f'{self.repetition_penalty}')
-    if self.no_repeat_ngram_size < 0:
-      raise DecodingError(f'DecodeConfig.no_repeat_ngram_size must be >= 0 (0 = off), '
-                          f'got {self.no_repeat_ngram_size}')
+    for name, bad, requirement in _FIELD_CHECKS:
+      value = getattr(self, name)
+      if bad(value):
+        raise DecodingError(f'DecodeConfig.{name} {requirement}, got {value}')
     if self.strategy == 'exhaustive' and (self.repetition_penalty != 1.0
                                           or self.no_repeat_ngram_size):
       raise DecodingError('the exhaustive oracle scores raw model probabilities: set '

@@ -136,6 +136,17 @@ def _require(condition: bool, message: str):
     raise UnsupportedModelError(f'from_hf: {message}')
 
 
+def _pre_rmsnorm_config(c, tied: bool, **fields) -> TransformerConfig:
+  """What Llama and T5 share: RMSNorm before each sublayer, no biases, and the sizes read
+  under the names every transformers config answers to (T5Config's attribute_map points
+  hidden_size, num_hidden_layers and num_attention_heads at d_model, num_layers and
+  num_heads). `fields` are the rest of the model."""
+  return TransformerConfig(
+      vocab_size=c.vocab_size, d_model=c.hidden_size, num_layers=c.num_hidden_layers,
+      num_heads=c.num_attention_heads, norm='rmsnorm', norm_position='pre', use_bias=False,
+      tie_embeddings=tied, **fields)
+
+
 # ----------------------------------------------------------------------------
 # Llama
 
@@ -168,24 +179,17 @@ def _llama(hf_model):
   kv_heads = c.num_key_value_heads or heads
   head_dim = getattr(c, 'head_dim', None) or c.hidden_size // heads
   tied = _shares_storage(hf_model.lm_head.weight, hf_model.model.embed_tokens.weight)
-  config = TransformerConfig(
+  config = _pre_rmsnorm_config(
+      c, tied,
       family='decoder',
-      vocab_size=c.vocab_size,
-      d_model=c.hidden_size,
-      num_layers=c.num_hidden_layers,
-      num_heads=heads,
       num_kv_heads=kv_heads,
       head_dim=head_dim,
       d_ff=c.intermediate_size,
       activation='swiglu',
-      norm='rmsnorm',
-      norm_position='pre',
       norm_eps=float(c.rms_norm_eps),
-      use_bias=False,
       position='rope',
       max_length=c.max_position_embeddings,
       rope_theta=_llama_rope_theta(c),
-      tie_embeddings=tied,
       scale_queries=True,
       dropout_rate=0.0,  # Llama has no residual dropout
   )
@@ -245,26 +249,19 @@ def _t5(hf_model):
   tied = _shares_storage(hf_model.lm_head.weight, hf_model.shared.weight)
   heads, head_dim = c.num_heads, c.d_kv
   num_decoder_layers = c.num_decoder_layers or c.num_layers
-  config = TransformerConfig(
+  config = _pre_rmsnorm_config(
+      c, tied,
       family='encoder_decoder',
-      vocab_size=c.vocab_size,
-      d_model=c.d_model,
-      num_layers=c.num_layers,
       num_encoder_layers=c.num_layers,
       num_decoder_layers=num_decoder_layers,
-      num_heads=heads,
       num_kv_heads=None,
       head_dim=head_dim,
       d_ff=c.d_ff,
       activation=T5_ACTIVATIONS[act_key],
-      norm='rmsnorm',
-      norm_position='pre',
       norm_eps=float(c.layer_norm_epsilon),
-      use_bias=False,
       position='t5_relative',
       relative_num_buckets=c.relative_attention_num_buckets,
       relative_max_distance=c.relative_attention_max_distance,
-      tie_embeddings=tied,
       scale_tied_logits=tied and scale,
       scale_queries=False,  # T5 folds 1/sqrt(d_kv) into its initialisation
       # Training-time only; ours drops sublayer outputs and embeddings, HF T5

@@ -27,6 +27,15 @@ class GLM(base.Objective):
   coverage: float = 0.15
   poisson_lambda: float = 3.0
 
+  def __post_init__(self):
+    # Out of range these would fail later, far from the config: poisson_lambda = 0 draws
+    # only empty spans, which are redrawn forever; min_tokens divides by coverage; full
+    # coverage leaves no room between spans.
+    if not 0.0 < self.coverage < 1.0:
+      raise ValueError(f'coverage must be in (0, 1), got {self.coverage}')
+    if not self.poisson_lambda > 0:
+      raise ValueError(f'poisson_lambda must be > 0, got {self.poisson_lambda}')
+
   @property
   def name(self):
     return f'glm(cover={self.coverage:g},lambda={self.poisson_lambda:g})'

@@ -20,12 +20,12 @@ import sys
 import time
 from typing import Any, Optional
 
-from research import runs as run_files
+from research import runs as runs_lib  # `runs` is run_sweep's list of _Run
 from research.sweeps import plan as plan_lib
 from research.sweeps.executors import LOCK_FILE, LOG_FILE, SlurmConfig, make_executor
 from research.sweeps.grid import Point, SweepConfig, SweepError
 
-COMPLETION_MARKER = run_files.COMPLETION_MARKER
+COMPLETION_MARKER = runs_lib.COMPLETION_MARKER
 POINT_FILE = 'sweep_point.json'   # the point a run directory belongs to
 ERROR_FILE = 'error.txt'          # why the last attempt failed
 PLAN_FILE = 'sweep.json'          # in the sweep directory: every point of the grid
@@ -163,7 +163,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
   points, skipped = plan_lib.plan(
       config, plan_lib.local_device_count if executor == 'local' else None)
   os.makedirs(sweep_dir, exist_ok=True)
-  run_files.write_json_atomic(os.path.join(sweep_dir, PLAN_FILE), {
+  runs_lib.write_json_atomic(os.path.join(sweep_dir, PLAN_FILE), {
       'points': [p.to_json() for p in points],
       'skipped': [{'run_id': r, 'reason': why} for r, why in skipped],
       'config': dataclasses.asdict(config)})
@@ -171,7 +171,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
   runs = [_Run(p, os.path.join(sweep_dir, p.run_id)) for p in points]
   for run in runs:
     _check_point_file(run)
-    if run_files.is_complete(run.run_dir):
+    if runs_lib.is_complete(run.run_dir):
       run.state = 'done'
   events_path = os.path.join(sweep_dir, EVENTS_FILE)
 
@@ -187,10 +187,8 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
   already = sum(r.state == 'done' for r in runs)
   say(f'sweep: {len(runs)} runs in {sweep_dir} ({already} already done, '
       f'{len(skipped)} grid points left out), executor {executor}, {parallel} at a time')
-  for run_id, why in skipped:
-    say(f'  left out {run_id}: {why}')
-  for line in plan_lib.frontier_warnings(points):
-    say(f'  warning: {line}')
+  for line in plan_lib.plan_notes(points, skipped):
+    say(f'  {line}')
   # Longest first: the last runs to finish are short ones, which keeps the slots busy.
   queue = sorted((r for r in runs if r.state == 'pending'), key=lambda r: -r.flops)
   eta = EtaModel()
@@ -212,7 +210,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
     say(f'[sweep {_duration(time.time() - start)}] {counts["done"]}/{len(runs)} done, '
         f'{counts["running"]} running, {counts["failed"]} failed, {counts["pending"]} '
         f'pending; eta {eta_text}')
-    run_files.write_json_atomic(os.path.join(sweep_dir, 'sweep_status.json'), {
+    runs_lib.write_json_atomic(os.path.join(sweep_dir, 'sweep_status.json'), {
         r.point.run_id: {'state': r.state, 'attempts': r.attempts, 'error': r.error,
                          'seconds': r.seconds} for r in runs})
 
@@ -225,7 +223,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
         waiting_noted.add(run.point.run_id)
       return False
     try:
-      run_files.write_json_atomic(os.path.join(run.run_dir, POINT_FILE), run.point.to_json())
+      runs_lib.write_json_atomic(os.path.join(run.run_dir, POINT_FILE), run.point.to_json())
       log_path = os.path.join(run.run_dir, LOG_FILE)
       run.log_offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
       cmd = plan_lib.command(config, run.point, run.run_dir)
@@ -243,7 +241,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
 
   def finish(run: _Run, code: int) -> None:
     run.seconds = time.time() - run.started
-    if run_files.is_complete(run.run_dir):
+    if runs_lib.is_complete(run.run_dir):
       run.state, run.error = 'done', ''
       if os.path.exists(os.path.join(run.run_dir, ERROR_FILE)):
         os.remove(os.path.join(run.run_dir, ERROR_FILE))
@@ -265,7 +263,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
     run.state = 'failed'
     run.error = (f'exit code {code}' if code else 'exited without completion marker')
     run.error += f': {_error_line(tail)}'
-    run_files.write_text_atomic(os.path.join(run.run_dir, ERROR_FILE),
+    runs_lib.write_text_atomic(os.path.join(run.run_dir, ERROR_FILE),
                        f'{run.error}\n\n--- last lines of {LOG_FILE} ---\n{tail}\n')
     say(f'  FAILED  {run.point.run_id}: {run.error}')
     event('failed', run, error=run.error)

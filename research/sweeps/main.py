@@ -48,11 +48,9 @@ def _print_plan(points, skipped) -> None:
   for p in points:
     print(f'{p.run_id:48s} N={p.n_params:>10,d} steps={p.train_steps:>6d} '
           f'tokens={p.tokens:.3g} C={p.flops_per_token * p.tokens:.3g}')
-  for run_id, why in skipped:
-    print(f'{run_id:48s} left out: {why}')
   from research import sweeps  # pylint: disable=g-import-not-at-top
-  for line in sweeps.frontier_warnings(points):
-    print(f'warning: {line}')
+  for line in sweeps.plan_notes(points, skipped):
+    print(line)
 
 
 def main(argv: Sequence[str], prog: str = PROG) -> None:

@@ -244,3 +244,10 @@ def frontier_warnings(points: Sequence[Point]) -> list[str]:
     if p.flop_budget is not None:
       sizes.setdefault(float(p.flop_budget), []).append(p.n_params)
   return planning.warnings(sorted(sizes), sizes)
+
+
+def plan_notes(points: Sequence[Point], skipped: Sequence[tuple[str, str]]) -> list[str]:
+  """The lines a sweep prints about its plan besides the points: each grid point left out
+  with its reason, then the `frontier_warnings`."""
+  return ([f'left out {run_id}: {why}' for run_id, why in skipped]
+          + [f'warning: {line}' for line in frontier_warnings(points)])

@@ -4,11 +4,12 @@ Batch i is a pure function of (seed, i), so `get_state`/`set_state` are just the
 resuming is exact. Sequences are arithmetic progressions mod the vocabulary (random start
 and stride), which a small model learns quickly, so a falling loss is a real signal.
 """
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import gin
 import numpy as np
 
+from research.data import indexed
 from research.train import tasks
 
 
@@ -53,7 +54,7 @@ def make_batch(family: str, rng: np.random.Generator, batch_size: int,
   return batch
 
 
-class SyntheticSource(Iterator[dict]):
+class SyntheticSource(indexed.IndexedSource):
   """Infinite iterator of synthetic batches with get_state / set_state."""
   may_have_prefix = False  # decoder batches carry an all-zero decoder_causal_attention
 
@@ -63,19 +64,11 @@ class SyntheticSource(Iterator[dict]):
     self.family, self.batch_size = family, batch_size
     self.feature_lengths, self.vocab_size = dict(feature_lengths), vocab_size
     self.seed, self.shard_index, self.num_shards = seed, shard_index, num_shards
-    self.index = 0
 
-  def __next__(self) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng((self.seed, self.index, self.shard_index))
-    self.index += 1
+  def batch(self, index: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng((self.seed, index, self.shard_index))
     return make_batch(self.family, rng, self.batch_size, self.feature_lengths,
                       self.vocab_size)
-
-  def get_state(self) -> dict:
-    return {'index': self.index}
-
-  def set_state(self, state: dict) -> None:
-    self.index = int(state['index'])
 
 
 @gin.configurable

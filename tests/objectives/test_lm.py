@@ -88,6 +88,16 @@ def test_glm_blank_infilling():
   assert len(out['inputs']) <= l.inputs and len(out['targets']) <= l.targets
 
 
+@pytest.mark.parametrize('fields,message', [
+    (dict(coverage=0.0), r'coverage must be in \(0, 1\)'),
+    (dict(coverage=1.0), r'coverage must be in \(0, 1\)'),
+    (dict(poisson_lambda=0.0), 'poisson_lambda must be > 0'),
+])
+def test_glm_refuses_fields_out_of_range(fields, message):
+  with pytest.raises(ValueError, match=message):
+    objectives.GLM(**fields)
+
+
 def test_registry():
   assert isinstance(objectives.get_objective('span_corruption'), objectives.SpanCorruption)
   with pytest.raises(ValueError, match='unknown objective'):

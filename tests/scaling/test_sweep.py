@@ -1,6 +1,7 @@
 """Sweep planning and results.csv aggregation, without training anything."""
 import csv
 import glob
+import io
 import json
 import os
 
@@ -213,6 +214,27 @@ def test_a_run_directory_of_another_configuration_is_refused(tmp_path):
   (tmp_path / sweeps.POINT_FILE).write_text(json.dumps({'bindings': ['TRAIN_STEPS = 1']}))
   with pytest.raises(sweeps.SweepError, match='different configuration'):
     sweeps.launch._check_point_file(run)
+
+
+def test_a_sweep_of_finished_runs_starts_none_and_prints_its_plan_notes(tmp_path):
+  config = _config(min_steps=30)
+  points, skipped = sweeps.plan(config)
+  for p in points:
+    (tmp_path / p.run_id).mkdir()
+    (tmp_path / p.run_id / sweeps.COMPLETION_MARKER).write_text('')
+  out = io.StringIO()
+  summary = sweeps.run_sweep(config, str(tmp_path), stream=out)
+  assert sorted(summary['done']) == sorted(p.run_id for p in points)
+  assert not summary['failed'] and not summary['pending']
+  assert not os.path.exists(tmp_path / sweeps.EVENTS_FILE)  # nothing was launched
+  lines = out.getvalue().splitlines()
+  assert lines[0].startswith(f'sweep: 2 runs in {tmp_path} (2 already done, 2 grid points '
+                             'left out)')
+  notes = sweeps.plan_notes(points, skipped)
+  assert [n.split(':')[0] for n in notes] == [
+      'left out C6e8-L2d32-decoder-causal_lm-s0', 'left out C1.2e9-L2d32-decoder-causal_lm-s0',
+      'warning', 'warning']
+  assert lines[1:5] == ['  ' + n for n in notes]
 
 
 def test_eta_model_is_linear_in_flops():
