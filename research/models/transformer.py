@@ -123,7 +123,6 @@ class Stack(nn.Module):
       x = layers.make_norm(cfg, 'final_norm')(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
-
   def _scan(self, block, x, info, bias, encoded, encoded_info, deterministic, decode):
     """The blocks as one nn.scan: parameters [layers, ...] under the logical axis 'layers',
     each layer its own dropout key."""
