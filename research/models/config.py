@@ -21,6 +21,11 @@ POSITIONS = ('learned', 'sinusoidal', 'rope', 'alibi', 't5_relative', 'none')
 # 'auto' picks one per backend at trace time (attention.AUTO_ATTENTION_IMPLS).
 ATTENTION_IMPLS = ('auto', 'einsum', 'dot_product', 'blocked', 'cudnn')
 DTYPES = ('float32', 'bfloat16', 'float16')
+# Per-block rematerialization (transformer.REMAT_POLICIES maps each to a jax.checkpoint
+# policy): 'full' saves only each block's input, 'dots' also every matmul output,
+# 'dots_no_batch' the matmuls without batch dimensions (the projections, not the
+# [batch, heads, q, k] attention scores).
+REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 
 
 class ConfigError(ValueError):
@@ -70,6 +75,11 @@ class TransformerConfig:
   z_loss: float = 0.0  # PaLM's auxiliary loss z_loss * log(Z)^2; read by the loss
   attention_impl: str = 'auto'
   init_std: float = 0.02
+  # Memory and compile time; neither changes the function the model computes.
+  remat_policy: str = 'none'  # recompute each block's forward in the backward pass
+  # One nn.scan over the blocks of a stack: parameters get a leading 'layers' axis and the
+  # step compiles one block instead of num_layers. Not for cached decoding (decode=True).
+  scan_layers: bool = False
 
   def __post_init__(self):
     _check_types(self)
@@ -81,6 +91,7 @@ class TransformerConfig:
     _check_choice(self, 'attention_impl', ATTENTION_IMPLS)
     _check_choice(self, 'dtype', DTYPES)
     _check_choice(self, 'param_dtype', DTYPES)
+    _check_choice(self, 'remat_policy', REMAT_POLICIES)
     for name in ('vocab_size', 'd_model', 'num_layers', 'num_heads', 'd_ff',
                  'max_length', 'ff_multiple_of'):
       if getattr(self, name) <= 0:

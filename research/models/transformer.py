@@ -10,12 +10,23 @@ batch can be passed with `**batch`.
 from typing import Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from research.models import axes
 from research.models import layers
 from research.models.attention import Attention, SeqInfo
-from research.models.config import TransformerConfig
+from research.models.config import ConfigError, TransformerConfig
+
+# The scanned stack's one block (scan_layers); unrolled blocks are layers_0, layers_1, ...
+LAYERS_NAME = 'layers'
+
+# The jax.checkpoint policy of each TransformerConfig.remat_policy but 'none'.
+REMAT_POLICIES = {
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.checkpoint_dots,
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 def seq_info(tokens_bl, segment_ids=None, positions=None, prefix=None) -> SeqInfo:
@@ -38,11 +49,16 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_bld, info, encoded=None, encoded_info=None,
-               deterministic=True, decode=False):
+               deterministic=True, decode=False, position_bias=None):
+    """`position_bias` [b, h, q, k], when given, replaces `bias_module`: the stack computed
+    it once for all its layers (scan_layers)."""
     cfg = self.config
     drop = nn.Dropout(cfg.dropout_rate)
+    bias_module = self.bias_module
+    if position_bias is not None:
+      bias_module = lambda q_positions, k_positions: position_bias
     sublayers = [('attn', lambda y: Attention(
-        cfg, causal=self.causal, bias_module=self.bias_module, name='attn')(
+        cfg, causal=self.causal, bias_module=bias_module, name='attn')(
             y, info, decode=decode))]
     if self.has_cross:
       sublayers.append(('cross_attn', lambda y: Attention(
@@ -57,6 +73,19 @@ class Block(nn.Module):
         x_bld = norm(x_bld + drop(sublayer(x_bld), deterministic=deterministic))
       x_bld = nn.with_logical_constraint(x_bld, axes.ACT_BLD)
     return x_bld
+
+
+def block_class(config: TransformerConfig):
+  """Block, or Block under nn.remat with the config's policy: the backward pass recomputes
+  each block's forward from its input, so only block inputs (and whatever the policy
+  saves) stay live between the passes."""
+  if config.remat_policy == 'none':
+    return Block
+  # Arguments after self: x, info, encoded, encoded_info, deterministic (5), decode (6),
+  # position_bias; the flags are Python bools. Under scan, the loop already keeps XLA
+  # from merging the recomputation into the forward, so CSE prevention is not needed.
+  return nn.remat(Block, policy=REMAT_POLICIES[config.remat_policy],
+                  static_argnums=(5, 6), prevent_cse=not config.scan_layers)
 
 
 class Stack(nn.Module):
@@ -82,13 +111,40 @@ class Stack(nn.Module):
     if cfg.position in layers.POSITION_BIASES:
       bias = layers.POSITION_BIASES[cfg.position](
           cfg, bidirectional=not self.causal, name='position_bias')
-    for i in range(self.num_layers):
-      x = Block(cfg, causal=self.causal, has_cross=self.has_cross, bias_module=bias,
-                name=f'layers_{i}')(x, info, encoded, encoded_info,
-                                    deterministic=deterministic, decode=decode)
+    block = block_class(cfg)
+    if cfg.scan_layers:
+      x = self._scan(block, x, info, bias, encoded, encoded_info, deterministic, decode)
+    else:
+      for i in range(self.num_layers):
+        x = block(cfg, causal=self.causal, has_cross=self.has_cross, bias_module=bias,
+                  name=f'layers_{i}')(x, info, encoded, encoded_info, deterministic,
+                                      decode)
     if cfg.norm_position == 'pre':
       x = layers.make_norm(cfg, 'final_norm')(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+
+  def _scan(self, block, x, info, bias, encoded, encoded_info, deterministic, decode):
+    """The blocks as one nn.scan: parameters [layers, ...] under the logical axis 'layers',
+    each layer its own dropout key."""
+    if decode:
+      raise ConfigError('TransformerConfig.scan_layers does not support cached decoding '
+                        '(decode=True): decode with scan_layers=False, converting the '
+                        'parameters with transformer.unstack_layers')
+    # The position bias depends on positions only: computed once, outside the loop, so
+    # the shared T5 table stays one parameter of the stack rather than one per layer.
+    position_bias = None if bias is None else bias(info.positions, info.positions)
+
+    def body(module, carry, info, encoded, encoded_info, position_bias):
+      return module(carry, info, encoded, encoded_info, deterministic, False,
+                    position_bias), None
+    scan = nn.scan(body, variable_axes={'params': 0, 'intermediates': 0},
+                   split_rngs={'params': True, 'dropout': True},
+                   in_axes=(nn.broadcast,) * 4, length=self.num_layers,
+                   metadata_params={nn.PARTITION_NAME: axes.LAYERS})
+    layer = block(self.config, causal=self.causal, has_cross=self.has_cross,
+                  name=LAYERS_NAME)
+    x, _ = scan(layer, x, info, encoded, encoded_info, position_bias)
+    return x
 
 
 class LogitsHead(nn.Module):
@@ -187,6 +243,42 @@ class EncoderDecoder(nn.Module):
                                         encoder_positions, deterministic)
     return self.decode(encoded, encoded_info, decoder_input_tokens, decoder_segment_ids,
                        decoder_positions, deterministic=deterministic, decode=decode)
+
+
+def stack_depths(config: TransformerConfig) -> dict:
+  """{stack name in the parameter tree: its number of blocks} of config.family."""
+  return {
+      'decoder': {'decoder': config.num_layers},
+      'encoder': {'encoder': config.num_layers},
+      'encoder_decoder': {'encoder': config.encoder_layers,
+                          'decoder': config.decoder_layers},
+  }[config.family]
+
+
+def stack_layers(params, config: TransformerConfig) -> dict:
+  """Unrolled parameters (`layers_0`, `layers_1`, ...) in the scan_layers layout: one
+  `layers` subtree whose arrays have a leading [num_layers] axis. `config` is either
+  model's (only the family and depths are read)."""
+  params = dict(params)
+  for name, depth in stack_depths(config).items():
+    stack = dict(params[name])
+    blocks = [stack.pop(f'layers_{i}') for i in range(depth)]
+    stack[LAYERS_NAME] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
+    params[name] = stack
+  return params
+
+
+def unstack_layers(params, config: TransformerConfig) -> dict:
+  """The inverse of stack_layers: scan_layers parameters in the unrolled layout (what
+  cached decoding and Hugging Face-style per-layer names need)."""
+  params = dict(params)
+  for name, depth in stack_depths(config).items():
+    stack = dict(params[name])
+    blocks = stack.pop(LAYERS_NAME)
+    for i in range(depth):
+      stack[f'layers_{i}'] = jax.tree.map(lambda x, i=i: x[i], blocks)
+    params[name] = stack
+  return params
 
 
 FAMILY_MODULES = {

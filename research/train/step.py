@@ -8,7 +8,7 @@ state is donated. Metrics stay on device until the loop fetches them.
 """
 import contextlib
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import flax.linen as nn
 import gin
@@ -25,29 +25,19 @@ from research.train.state import TrainState
 
 PyTree = Any
 
-# Rematerialization of the forward pass in the backward pass, by jax.checkpoint policy.
-# This wraps the whole loss; finer (per-block) remat belongs to the model.
-REMAT_POLICIES: dict[str, Optional[Callable]] = {
-    'none': None,
-    'full': jax.checkpoint_policies.nothing_saveable,
-    'dots': jax.checkpoint_policies.checkpoint_dots,
-    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
-
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
+  """Rematerialization is not here but per block in the model
+  (TransformerConfig.remat_policy): a checkpoint around the whole loss recomputes the
+  forward without lowering the peak."""
   num_microbatches: int = 1   # gradient accumulation: the batch is split this many ways
-  remat_policy: str = 'none'  # a key of REMAT_POLICIES
   # Apply the models' activation constraints (nn.with_logical_constraint) under the mesh,
   # so activations are laid out by the same rules table as the parameters.
   constrain_activations: bool = True
 
   def __post_init__(self):
-    if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f'unknown remat_policy {self.remat_policy!r}; known: '
-                       f'{", ".join(REMAT_POLICIES)}')
     if self.num_microbatches < 1:
       raise ValueError(f'num_microbatches must be >= 1, got {self.num_microbatches}')
 
@@ -92,14 +82,11 @@ def make_train_step(module: nn.Module, family: str, tx: optax.GradientTransforma
                     guard_config: guard_lib.GuardConfig = guard_lib.GuardConfig()):
   """The pure (uncompiled) step; `compile_train_step` jits it."""
   sums = _loss_sums
-  policy = REMAT_POLICIES[config.remat_policy]
 
   def micro_grads(params, micro, rng, weight_total):
     def objective(p):
       loss_sum, aux = sums(module, family, z_loss, p, micro, rng)
       return loss_sum / weight_total, (loss_sum, aux)
-    if policy is not None:
-      objective = jax.checkpoint(objective, policy=policy)
     (_, (loss_sum, (z_sum, weight_sum, correct))), grads = jax.value_and_grad(
         objective, has_aux=True)(params)
     return grads, jnp.stack([loss_sum, z_sum, weight_sum, correct])

@@ -3,6 +3,7 @@ models, converted by `models.from_hf`, give the HF PyTorch logits (fp32).
 
 Everything is built in-process from tiny configs; nothing is downloaded.
 """
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from flax import traverse_util
 
 from research import models
 from research.models import hf as hf_convert
+from research.models import transformer
 
 TOL = 1e-4
 VOCAB = 64
@@ -166,6 +168,21 @@ def test_t5_logits_match(case):
   mask[1, 12:] = 0
   got, expected = _t5_logits(hf_model, config, params, enc, dec, enc_mask=mask)
   assert _max_diff(got, expected) < TOL
+
+
+def test_t5_weights_run_under_scan_layers():
+  """Imported weights are unrolled; stacked, the scanned model (with remat) computes the
+  same logits. Cached decoding refuses scan_layers in one line."""
+  hf_model = _t5(**T5_CASES['v1_1'])
+  config, params = models.from_hf(hf_model)
+  scan_config = config.replace(scan_layers=True, remat_policy='full')
+  stacked = transformer.stack_layers(params, config)
+  enc, dec = _tokens(2, 14, seed=4), _tokens(2, 11, seed=5)
+  got, expected = _t5_logits(hf_model, scan_config, stacked, enc, dec)
+  assert _max_diff(got, expected) < TOL
+  with pytest.raises(models.ConfigError, match='scan_layers does not support cached'):
+    models.build(scan_config).init(jax.random.key(0), jnp.asarray(enc, jnp.int32),
+                                   jnp.asarray(dec, jnp.int32), decode=True)
 
 
 # ----------------------------------------------------------------------------

@@ -158,13 +158,14 @@ def test_gradient_accumulation_equals_one_big_batch(clean_run, tmp_path):
 
 
 def test_remat_and_adafactor_train(tmp_path):
-  # Rematerialization recomputes the forward pass; it must not change the numbers. With
-  # dropout on (the recomputed forward must draw the same masks), the remat run's losses,
-  # gradient norms and final parameters match the plain run's to fp32 rounding.
+  # Per-block rematerialization recomputes each block's forward pass; it must not change
+  # the numbers. With dropout on (the recomputed forward must draw the same masks), the
+  # remat run's losses, gradient norms and final parameters match the plain run's to fp32
+  # rounding.
   runs = {}
   for policy in ('none', 'full'):
     helpers.configure('encoder', steps=4, extra=f"""
-StepConfig.remat_policy = '{policy}'
+TransformerConfig.remat_policy = '{policy}'
 make_optimizer.name = 'adafactor'
 TransformerConfig.dropout_rate = 0.1
 """)
