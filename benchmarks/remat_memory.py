@@ -71,26 +71,12 @@ def _load_config():
 def compiled_memory(cfg, batch_size: int, lengths: dict) -> dict:
   """{field: bytes} of the compiled train step (FIELDS, 'peak'), and 'compile_s'."""
   import jax
-  import numpy as np
-  from research import models, parallel
-  from research.train import optimizers, synthetic, tasks
-  from research.train import state as state_lib, step as step_lib
-  mesh = parallel.make_mesh(parallel.MeshConfig())
-  rules = parallel.logical_axis_rules()
-  module = models.build(cfg)
-  tx, schedule = optimizers.make_optimizer(1000)
-  setup = state_lib.make_state_setup(module, cfg.family, tx, mesh, rules)
-  step_config = step_lib.StepConfig()
-  train_fn = step_lib.compile_train_step(
-      step_lib.make_train_step(module, cfg.family, tx, schedule, cfg.z_loss, step_config),
-      setup.shardings, mesh, rules, step_config.constrain_activations)
-  batch_np = tasks.without_empty_prefix(synthetic.make_batch(  # what the trainer feeds
-      cfg.family, np.random.default_rng(0), batch_size, lengths, cfg.vocab_size))
-  shardings = parallel.batch_shardings(batch_np, mesh, rules)
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=shardings[k])
-           for k, v in batch_np.items()}
+  from research.train import standalone
+  built = standalone.build(cfg, batch_size, lengths)
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=built.shardings[k])
+           for k, v in built.batch_np.items()}
   start = time.perf_counter()
-  stats = train_fn.lower(setup.abstract, batch).compile().memory_analysis()
+  stats = built.train_fn.lower(built.setup.abstract, batch).compile().memory_analysis()
   result = {name: getattr(stats, f'{name}_size_in_bytes') for name in FIELDS}
   result['peak'] = (result['argument'] + result['output'] - result['alias']
                     + result['temp'])

@@ -60,20 +60,11 @@ def build_jax_step(cfg, batch_size, lengths):
   with a synthetic batch; benchmarks/profile_train_step.py reuses this."""
   import jax
   import numpy as np
-  from research import models, parallel
-  from research.train import optimizers, synthetic, tasks
-  from research.train import state as state_lib, step as step_lib
-  mesh = parallel.make_mesh(parallel.MeshConfig())
-  rules = parallel.logical_axis_rules()
-  module = models.build(cfg)
-  tx, schedule = optimizers.make_optimizer(1000)
-  setup = state_lib.make_state_setup(module, cfg.family, tx, mesh, rules)
-  step_config = step_lib.StepConfig()
-  train_fn = step_lib.compile_train_step(
-      step_lib.make_train_step(module, cfg.family, tx, schedule, cfg.z_loss, step_config),
-      setup.shardings, mesh, rules, step_config.constrain_activations)
-  batch_np = tasks.without_empty_prefix(synthetic.make_batch(  # what the trainer feeds
-      cfg.family, np.random.default_rng(0), batch_size, lengths, cfg.vocab_size))
+  from research import parallel
+  from research.train import standalone
+  from research.train import step as step_lib
+  built = standalone.build(cfg, batch_size, lengths)
+  module, setup, train_fn, batch_np = built.module, built.setup, built.train_fn, built.batch_np
   if _ONE_SEGMENT.value:
     for prefix in ('encoder', 'decoder'):
       if f'{prefix}_segment_ids' in batch_np:
@@ -81,8 +72,7 @@ def build_jax_step(cfg, batch_size, lengths):
         batch_np[f'{prefix}_segment_ids'] = np.ones_like(seg)
         batch_np[f'{prefix}_positions'] = np.broadcast_to(
             np.arange(seg.shape[1], dtype=seg.dtype), seg.shape).copy()
-  batch = parallel.host_batch_to_global(batch_np, parallel.batch_shardings(batch_np, mesh,
-                                                                           rules))
+  batch = parallel.host_batch_to_global(batch_np, built.shardings)
   holder = {'state': setup.init(0)}
 
   def one():

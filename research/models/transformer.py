@@ -163,15 +163,18 @@ class LogitsHead(nn.Module):
     return nn.with_logical_constraint(logits.astype(jnp.float32), axes.ACT_BLV)
 
 
+def _one_stack(cfg: TransformerConfig, causal: bool):
+  """(token embedding, stack, head) of a one-stack model, built inside its setup."""
+  embed = layers.token_embedding(cfg)
+  return embed, Stack(cfg, cfg.num_layers, causal=causal, embed=embed), LogitsHead(cfg)
+
+
 class DecoderOnly(nn.Module):
   """Causal decoder (GPT, LLaMA) and prefix decoder (GLM, U-PaLM) in one module."""
   config: TransformerConfig
 
   def setup(self):
-    cfg = self.config
-    self.token_embed = layers.token_embedding(cfg)
-    self.decoder = Stack(cfg, cfg.num_layers, causal=True, embed=self.token_embed)
-    self.head = LogitsHead(cfg)
+    self.token_embed, self.decoder, self.head = _one_stack(self.config, causal=True)
 
   def __call__(self, decoder_input_tokens, decoder_segment_ids=None,
                decoder_positions=None, decoder_causal_attention=None,
@@ -190,10 +193,7 @@ class EncoderOnly(nn.Module):
   config: TransformerConfig
 
   def setup(self):
-    cfg = self.config
-    self.token_embed = layers.token_embedding(cfg)
-    self.encoder = Stack(cfg, cfg.num_layers, causal=False, embed=self.token_embed)
-    self.head = LogitsHead(cfg)
+    self.token_embed, self.encoder, self.head = _one_stack(self.config, causal=False)
 
   def __call__(self, encoder_input_tokens, encoder_segment_ids=None,
                encoder_positions=None, encoder_target_tokens=None,
