@@ -2,6 +2,7 @@
 but the number of calls: the same losses, metrics and parameters, bit for bit, as one step
 per call, across logging, evaluation, checkpoints, the stability guard and a resume."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -39,6 +40,15 @@ def _assert_same_run(got_dir, want_dir, steps):
     np.testing.assert_array_equal(a, b)
 
 
+def _train_one_and_k(tmp_path, steps, extra, k):
+  """Trains the same config with 1 and with k steps per call; returns the two run dirs."""
+  for per_call in (1, k):
+    helpers.configure('decoder', steps=steps,
+                      extra=extra + f'\ntrainer.train.steps_per_call = {per_call}')
+    trainer.train(str(tmp_path / f'k{per_call}'))
+  return tmp_path / 'k1', tmp_path / f'k{k}'
+
+
 def test_three_steps_per_call_equal_one(one_step_per_call, tmp_path):
   helpers.configure('decoder', steps=10, extra=_EXTRA.format(k=3))
   trainer.train(str(tmp_path))
@@ -49,18 +59,14 @@ def test_three_steps_per_call_equal_one(one_step_per_call, tmp_path):
 def test_calls_that_end_at_log_eval_and_checkpoint_steps(tmp_path):
   # Log every 3, eval every 5, checkpoint every 4, 11 steps, 8 steps per call: the calls
   # train 3, 1, 1, 1, 2, 1, 1, 1 steps (up to each step that syncs), with one program.
-  extra = """
+  one, eight = _train_one_and_k(tmp_path, 11, """
 trainer.train.log_every = 3
 trainer.train.eval_every = 5
-trainer.train.steps_per_call = {k}
-"""
-  for k in (1, 8):
-    helpers.configure('decoder', steps=11, extra=extra.format(k=k))
-    trainer.train(str(tmp_path / f'k{k}'))
-  rows = helpers.read_metrics(str(tmp_path / 'k8'))
+""", 8)
+  rows = helpers.read_metrics(str(eight))
   assert [r['step'] for r in rows] == [3, 4, 5, 6, 8, 9, 10, 11]
   assert [r['step'] for r in rows if 'eval_loss' in r] == [5, 10, 11]
-  _assert_same_run(tmp_path / 'k8', tmp_path / 'k1', 11)
+  _assert_same_run(eight, one, 11)
 
 
 def test_resume_with_several_steps_per_call_is_exact(one_step_per_call, tmp_path):
@@ -71,12 +77,7 @@ def test_resume_with_several_steps_per_call_is_exact(one_step_per_call, tmp_path
   workdir = tmp_path / 'resumed'
   trainer.train(str(workdir))
   for step in ('8', '10'):
-    for root, dirs, files in os.walk(workdir / 'checkpoints' / step, topdown=False):
-      for name in files:
-        os.remove(os.path.join(root, name))
-      for name in dirs:
-        os.rmdir(os.path.join(root, name))
-    os.rmdir(workdir / 'checkpoints' / step)
+    shutil.rmtree(workdir / 'checkpoints' / step)
   os.remove(workdir / trainer.COMPLETION_MARKER)
   helpers.configure('decoder', steps=10, extra=extra)
   assert trainer.train(str(workdir))['step'] == 10
@@ -84,20 +85,16 @@ def test_resume_with_several_steps_per_call_is_exact(one_step_per_call, tmp_path
 
 
 def test_the_guard_skips_a_bad_batch_inside_a_call_exactly(tmp_path):
-  # Batch ordinal 5 (step 6, in the call that trains steps 6-10) is bad: the guard rolls
+  # Batch ordinal 5 (step 6, in the call that trains steps 6-8) is bad: the guard rolls
   # back to step 4 and replays without it, as with one step per call.
-  extra = """
+  one, five = _train_one_and_k(tmp_path, 10, """
 trainer.train.batch_source = @faulty_source
 faulty_source.nan_at = (5,)
 trainer.train.log_every = 5
-trainer.train.steps_per_call = {k}
-"""
-  for k in (1, 5):
-    helpers.configure('decoder', steps=10, extra=extra.format(k=k))
-    trainer.train(str(tmp_path / f'k{k}'))
-  rows = helpers.read_metrics(str(tmp_path / 'k5'))
+""", 5)
+  rows = helpers.read_metrics(str(five))
   assert rows[-1]['guard_events'] == 1 and rows[-1]['guard_rollbacks'] == 1
-  _assert_same_run(tmp_path / 'k5', tmp_path / 'k1', 10)
+  _assert_same_run(five, one, 10)
 
 
 @pytest.mark.parametrize('k', [0, -2])
