@@ -135,6 +135,33 @@ def make_train_step(module: nn.Module, family: str, tx: optax.GradientTransforma
   return train_step
 
 
+def make_multi_step(train_step, steps_per_call: int):
+  """Up to `steps_per_call` train steps in one call: `(state, batches, count) -> (state,
+  metrics)`, where `batches` stacks `steps_per_call` batches on a new leading axis and the
+  first `count` of them are trained on, in order; `metrics[name][i]` is step i's (rows from
+  `count` on are zeros). For tiny models a step is a few milliseconds of compute, and the
+  host's work per call (dispatch, device_put of the batch, Python bookkeeping) is
+  comparable; one call per several steps pays it once. `count` is a traced scalar, so the
+  shorter groups that end at a log, eval or checkpoint step reuse the same program."""
+  def multi_step(state: TrainState, batches, count):
+    first = jax.tree.map(lambda x: x[0], batches)
+    shapes = jax.eval_shape(train_step, state, first)[1]
+    buffers = jax.tree.map(lambda s: jnp.zeros((steps_per_call,) + s.shape, s.dtype), shapes)
+
+    def body(i, carry):
+      state, buffers = carry
+      batch = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False),
+                           batches)
+      state, metrics = train_step(state, batch)
+      buffers = jax.tree.map(lambda b, m: jax.lax.dynamic_update_index_in_dim(b, m, i, 0),
+                             buffers, metrics)
+      return state, buffers
+
+    return jax.lax.fori_loop(0, count, body, (state, buffers))
+
+  return multi_step
+
+
 def _with_rules(fn, mesh: Mesh, rules, constrain_activations: bool):
   """Traces `fn` with the logical-axis rules (and the mesh, for activation constraints)."""
   def wrapped(*args):
@@ -153,6 +180,18 @@ def compile_train_step(train_step, state_shardings: TrainState, mesh: Mesh, rule
   replicated = NamedSharding(mesh, P())
   return jax.jit(_with_rules(train_step, mesh, rules, constrain_activations),
                  in_shardings=(state_shardings, batch_sharding),
+                 out_shardings=(state_shardings, replicated),
+                 donate_argnums=(0,))
+
+
+def compile_multi_step(multi_step, state_shardings: TrainState, mesh: Mesh, rules,
+                       constrain_activations: bool = False):
+  """`compile_train_step` for `make_multi_step`'s function: the stacked batches are
+  sharded like one batch on their second axis, the step count is replicated."""
+  stacked_sharding = NamedSharding(mesh, P(None, *parallel.batch_spec(rules)))
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(_with_rules(multi_step, mesh, rules, constrain_activations),
+                 in_shardings=(state_shardings, stacked_sharding, replicated),
                  out_shardings=(state_shardings, replicated),
                  donate_argnums=(0,))
 

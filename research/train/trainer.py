@@ -117,7 +117,8 @@ def train(workdir: str,
           eval_every: int = 0,
           eval_batches: int = 2,
           final_eval_batches: Optional[int] = None,
-          progress: bool = True) -> dict:
+          progress: bool = True,
+          steps_per_call: int = 1) -> dict:
   """Trains (or resumes) the run in `workdir`; returns a summary of the final step.
 
   batch_source(family=, batch_size=, feature_lengths=, seed=, shard_index=, num_shards=,
@@ -129,11 +130,18 @@ def train(workdir: str,
   Evaluations (every `eval_every` steps and at the last step) read the first `eval_batches`
   batches of the held-out stream; the last one reads `final_eval_batches` (default
   `eval_batches`) and saves its per-sequence losses as runs.FINAL_EVAL_LOSSES.
+
+  steps_per_call > 1 trains up to that many steps in one jitted call (step.make_multi_step),
+  for models so small that the host's work per call costs as much as a step. A call never
+  runs past a step that logs, evaluates or checkpoints, so those happen at the same steps,
+  and every step's metrics are kept. Batches of differing shapes or features (a batch-size
+  ramp, a prefix in some batches only) are trained one call per step.
   """
   # A step count or batch of zero or less would train nothing and still mark the run done.
   cli.check_positive(**{'train_steps (TRAIN_STEPS)': train_steps,
                         'batch_size (BATCH_SIZE)': batch_size,
-                        'final_eval_batches': final_eval_batches})
+                        'final_eval_batches': final_eval_batches,
+                        'trainer.train.steps_per_call': steps_per_call})
   if final_eval_batches is None:
     final_eval_batches = eval_batches
   # (1) Mesh and rules: a mesh that does not fit fails here, before any work.
@@ -153,10 +161,16 @@ def train(workdir: str,
       step_lib.make_train_step(module, family, tx, schedule, model_config.z_loss,
                                step_config, guard_config),
       setup.shardings, mesh, rules, step_config.constrain_activations)
+  # Compiled only when first called: with steps_per_call = 1 it never is.
+  multi_fn = step_lib.compile_multi_step(
+      step_lib.make_multi_step(step_lib.make_train_step(
+          module, family, tx, schedule, model_config.z_loss, step_config, guard_config),
+          steps_per_call),
+      setup.shardings, mesh, rules, step_config.constrain_activations)
   eval_fn = step_lib.compile_eval_step(evaluation.make_eval_step(module, family),
                                        setup.shardings.params, mesh, rules,
                                        step_config.constrain_activations)
-  batch_sh = {}
+  batch_sh, stacked_sh = {}, {}
 
   shard = parallel.host_shard()
   def make_source(split):
@@ -232,6 +246,35 @@ def train(workdir: str,
       batch_sh.update(parallel.batch_shardings(batch, mesh, rules))
     return batch_sh
 
+  def _stacked_shardings(batches):
+    if set(batches) != set(stacked_sh):
+      stacked_sh.clear()
+      spec = jax.sharding.PartitionSpec(None, *parallel.batch_spec(rules))
+      stacked_sh.update({k: jax.sharding.NamedSharding(mesh, spec) for k in batches})
+    return stacked_sh
+
+  def group_size() -> int:
+    """Steps the next call trains: up to steps_per_call, ending at the next step that
+    logs, evaluates, checkpoints or ends the run."""
+    after = lambda every_n: (step // every_n + 1) * every_n
+    bounds = [train_steps, after(log_every), after(every)]
+    if eval_every:
+      bounds.append(after(eval_every))
+    return min(steps_per_call, min(bounds) - step)
+
+  def account(batch, ordinals, device_metrics, index):
+    """Counts one trained step's tokens and FLOPs and queues its metrics for the next sync
+    (`index`: the step's row in a multi-step call's metrics, None for a single step)."""
+    shape_key = tuple(sorted((k, np.shape(v)) for k, v in batch.items()))
+    if shape_key not in flops_cache:
+      flops_cache[shape_key] = (tasks.tokens_per_batch(family, batch) * shard.count,
+                                {k: v * shard.count for k, v in
+                                 tasks.flops_per_batch(model_config, batch).items()})
+    tokens, flops = flops_cache[shape_key]
+    host.tokens += tokens
+    host.flops = {k: host.flops.get(k, 0.0) + v for k, v in flops.items()}
+    pending.append((step, ordinals, (device_metrics, index), host.tokens, dict(host.flops)))
+
   # (4) The loop.
   pending = []  # (step, batch ordinals, device metrics) since the last sync
   last_sync_time, last_sync_tokens, last_sync_flops, last_sync_step = (
@@ -241,24 +284,34 @@ def train(workdir: str,
   with _Preemption() as preemption:
     while step < train_steps or pending:
       if step < train_steps:
-        multiple = schedules.batch_size_ramp(step)
-        drawn = [draw() for _ in range(multiple)]
-        batch = drawn[0][1] if multiple == 1 else {
-            k: np.concatenate([b[k] for _, b in drawn]) for k in drawn[0][1]}
-        batch = tasks.without_empty_prefix(batch, never_prefix)
-        state, device_metrics = train_fn(state, parallel.host_batch_to_global(
-            batch, _shardings(batch)))
-        step += 1
-        shape_key = tuple(sorted((k, np.shape(v)) for k, v in batch.items()))
-        if shape_key not in flops_cache:
-          flops_cache[shape_key] = (tasks.tokens_per_batch(family, batch) * shard.count,
-                                    {k: v * shard.count for k, v in
-                                     tasks.flops_per_batch(model_config, batch).items()})
-        tokens, flops = flops_cache[shape_key]
-        host.tokens += tokens
-        host.flops = {k: host.flops.get(k, 0.0) + v for k, v in flops.items()}
-        pending.append((step, [i for i, _ in drawn], device_metrics, host.tokens,
-                        dict(host.flops)))
+        group = []  # (batch ordinals, batch) of each step this call trains
+        for offset in range(group_size()):
+          multiple = schedules.batch_size_ramp(step + offset)
+          drawn = [draw() for _ in range(multiple)]
+          batch = drawn[0][1] if multiple == 1 else {
+              k: np.concatenate([b[k] for _, b in drawn]) for k in drawn[0][1]}
+          group.append(([i for i, _ in drawn],
+                        tasks.without_empty_prefix(batch, never_prefix)))
+        first = group[0][1]
+        uniform = all(set(b) == set(first) and
+                      all(np.shape(b[k]) == np.shape(first[k]) for k in first)
+                      for _, b in group)
+        if steps_per_call == 1 or not uniform:
+          for ordinals, batch in group:
+            state, device_metrics = train_fn(state, parallel.host_batch_to_global(
+                batch, _shardings(batch)))
+            step += 1
+            account(batch, ordinals, device_metrics, None)
+        else:
+          # Rows past the group's end are never trained on: zeros keep the shape fixed.
+          stacked = {k: np.stack([b[k] for _, b in group] + [np.zeros_like(first[k])] *
+                                 (steps_per_call - len(group))) for k in first}
+          state, device_metrics = multi_fn(
+              state, parallel.host_batch_to_global(stacked, _stacked_shardings(stacked)),
+              np.int32(len(group)))
+          for index, (ordinals, batch) in enumerate(group):
+            step += 1
+            account(batch, ordinals, device_metrics, index)
 
       at_end = step >= train_steps
       do_eval = eval_every and (step % eval_every == 0 or at_end)
@@ -268,7 +321,10 @@ def train(workdir: str,
         continue
 
       # Sync: fetch metrics, run the guard, then log / eval / checkpoint.
-      fetched = jax.device_get([m for _, _, m, _, _ in pending])
+      # A multi-step call's metrics are fetched once (jax caches an array's host copy),
+      # then split into its steps.
+      fetched = [m if i is None else {k: v[i] for k, v in m.items()}
+                 for m, i in jax.device_get([m for _, _, m, _, _ in pending])]
       bad = [i for (_, idx, _, _, _), m in zip(pending, fetched)
              if not bool(m['guard_ok']) for i in idx]
       if bad:
