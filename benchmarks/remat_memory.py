@@ -18,13 +18,10 @@ gradients, the optimizer's intermediates). The model's dtype and attention imple
 are the config's; what 'auto' and 'cudnn' attention run depends on the backend.
 """
 import os
-import sys
 import time
 
-from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PROG = 'remat_memory.py'
 _GIN_FILE = flags.DEFINE_multi_string('gin_file', [], 'Gin config file(s).')
@@ -113,4 +110,4 @@ def main(argv):
 
 if __name__ == '__main__':
   from research import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.flags_parser(PROG))
+  cli.run(main, PROG)
