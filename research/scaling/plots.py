@@ -15,9 +15,11 @@ budgets in `project_to`, the line extended to them with the projected optimum ma
 of Hoffmann et al. projects to Gopher's budget).
 """
 import os
+import textwrap
 from typing import List, Sequence
 
 import numpy as np
+import pandas as pd
 from matplotlib import cm
 from matplotlib import colors
 from matplotlib.figure import Figure
@@ -140,7 +142,20 @@ def chinchilla_fig3(table: ScalingTable, fits: Fits, project_to: Sequence[float]
   ax.set_xlabel('Parameters')
   ax.set_ylabel('Final loss')
   if fits.approach2 is None:
-    _note(ax, 'Approach 2 skipped: ' + fits.skipped.get('approach2', ''))
+    # The IsoFLOP profiles are the diagnosis of why the fit could not run: draw them.
+    budgets = (table.finals.budget if 'budget' in table.finals else pd.Series(dtype=float))
+    budgets = budgets[np.isfinite(budgets.astype(float)) & (budgets > 0)]
+    if len(budgets):
+      sm = cm.ScalarMappable(norm=colors.LogNorm(vmin=budgets.min(),
+                                                 vmax=budgets.max() * 1.0001), cmap='plasma')
+      for budget, g in table.finals.loc[budgets.index].groupby('budget', sort=True):
+        g = g.sort_values('n')
+        ax.plot(g.n, g.loss, 'o-', ms=3, lw=1, color=sm.to_rgba(budget))
+      fig.colorbar(sm, ax=ax, label='FLOP budget')
+    _note(ax_n, textwrap.fill('Approach 2 skipped: ' + fits.skipped.get('approach2', ''), 45))
+    ax_d.set_axis_off()
+    ax_n.set_axis_off()
+    fig.suptitle('Hoffmann et al. (2022), Fig. 3: IsoFLOP profiles (Approach 2 not fitted)')
     return fig
   prof = frontier.isoflop_parabolas(table.finals.reset_index(drop=True))
   left_out = fits.approach2.excluded
