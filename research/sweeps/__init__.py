@@ -11,7 +11,8 @@ slurm), K at a time, printing progress. The command line is `python -m research.
   points, skipped = sweeps.plan(sweeps.SweepConfig(sizes=..., flop_budgets=(1e12,)))
 """
 from research.sweeps.executors import LOCK_FILE, LOG_FILE, SlurmConfig, make_executor
-from research.sweeps.grid import Point, SweepConfig, SweepError, depth_width_sizes
+from research.sweeps.grid import (Point, PowerLawLR, SweepConfig, SweepError,
+                                   depth_width_sizes, power_law_lr)
 from research.sweeps.grid import make_run_id
 from research.sweeps.launch import COMPLETION_MARKER, ERROR_FILE, EVENTS_FILE, PLAN_FILE
 from research.sweeps.launch import POINT_FILE, EtaModel, run_sweep

@@ -5,7 +5,7 @@ The gin names stay `sweep.SweepConfig`, `sweep.depth_width_sizes` and `sweep.Slu
 """
 import dataclasses
 import math
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
 
@@ -68,6 +68,14 @@ class SweepConfig:
   evals_per_run: int = 8               # intermediate evals (Chinchilla Approach 1 uses them)
   checkpoints_per_run: int = 4
   warmup_fraction: float = 0.1         # warm-up scales with the run: short runs still decay
+  # IsoFLOP points whose tokens per parameter D / N fall outside [low, high] are left out
+  # (named in the plan): each budget then trains the sizes around its optimum only, as
+  # Hoffmann et al. chose a range of N per budget. Empty: every size at every budget.
+  tokens_per_param: Sequence[float] = ()
+  # The peak learning rate of each point as a function of its parameter count (a
+  # `power_law_lr`), bound after run_bindings and the size's own parameters. None: the
+  # run config's make_schedule.peak for every size.
+  learning_rate: Optional[Callable[[int], float]] = None
 
   def __post_init__(self):
     # A budget at or below zero would plan 1-step runs and blame the model's size for it.
@@ -76,6 +84,39 @@ class SweepConfig:
         if not isinstance(budget, (int, float)) or isinstance(budget, bool) or (
             not math.isfinite(budget)) or budget <= 0:
           raise SweepError(f'SweepConfig.{name} must be positive, got {budget!r}')
+    window = tuple(self.tokens_per_param)
+    if window and not (len(window) == 2 and all(
+        isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in window)
+                       and window[0] < window[1]):
+      raise SweepError('SweepConfig.tokens_per_param must be [low, high] with '
+                       f'0 < low < high, got {list(window)!r}')
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerLawLR:
+  """Peak learning rate = `peak` * (N / `reference_params`) ** -`exponent`, N the total
+  parameter count: the per-size rule a learning-rate sweep at a few sizes fits
+  (docs/scaling.md has the sweep behind the quickstart's constants)."""
+  peak: float
+  reference_params: float = 1e4
+  exponent: float = 0.0
+
+  def __post_init__(self):
+    for name in ('peak', 'reference_params'):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+          not math.isfinite(value)) or value <= 0:
+        raise SweepError(f'power_law_lr.{name} must be positive, got {value!r}')
+
+  def __call__(self, n_params: int) -> float:
+    return float(self.peak * (n_params / self.reference_params) ** -self.exponent)
+
+
+@gin.configurable(module=GIN_MODULE)
+def power_law_lr(peak: float = gin.REQUIRED, reference_params: float = 1e4,
+                 exponent: float = 0.0) -> PowerLawLR:
+  """gin: `sweep.SweepConfig.learning_rate = @sweep.power_law_lr()`."""
+  return PowerLawLR(peak, reference_params, exponent)
 
 
 @dataclasses.dataclass(frozen=True)

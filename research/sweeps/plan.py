@@ -202,13 +202,24 @@ def plan(config: SweepConfig, device_count: Optional[Callable[[], int]] = None
               skipped.append((run_id, f'{steps} steps < min_steps={config.min_steps} at this '
                                       'budget (model too large for it)'))
               continue
+            if kind == 'flop' and config.tokens_per_param:
+              low, high = config.tokens_per_param
+              ratio = steps * tokens_per_step / n_params
+              if not low <= ratio <= high:
+                skipped.append((run_id, f'{ratio:.0f} tokens per parameter, outside '
+                                        f'tokens_per_param [{low:g}, {high:g}]'))
+                continue
+            rule_bindings = []
+            if config.learning_rate is not None:
+              rule_bindings = [f'make_schedule.peak = {config.learning_rate(n_params):.4g}']
             points.append(Point(
                 run_id=run_id, size=size, family=family, objective=objective,
                 seed=int(seed), flop_budget=float(budget) if kind == 'flop' else None,
                 token_budget=float(budget) if kind == 'token' else None,
                 train_steps=steps, tokens=steps * tokens_per_step, n_params=n_params,
                 flops_per_token=cost, gin_files=tuple(point_files),
-                bindings=tuple(point_bindings + _step_bindings(config, steps))))
+                bindings=tuple(point_bindings + rule_bindings
+                               + _step_bindings(config, steps))))
   if not points and not skipped:
     raise SweepError('the grid is empty (no seeds, families or objectives)')
   if not points:  # e.g. a bad binding in run_bindings: every point fails the same way

@@ -360,3 +360,49 @@ def test_budgets_whose_sizes_sit_on_one_side_of_the_optimum_are_named_at_plan_ti
   points, _ = sweeps.plan(_config(flop_budgets=(1.2e9, 1e11)))
   assert [l.split(' FLOPs')[0] for l in sweeps.frontier_warnings(points)] == [
       'budget 1.2e+09']
+
+
+def test_learning_rate_rule_binds_a_peak_per_size():
+  rule = sweeps.PowerLawLR(peak=1e-2, reference_params=1e4, exponent=0.5)
+  points, _ = sweeps.plan(_config(learning_rate=rule))
+  peaks = {}
+  for p in points:
+    bound = [b for b in p.bindings if b.startswith('make_schedule.peak')]
+    assert len(bound) == 1
+    peaks[p.n_params] = float(bound[0].split('=')[1])
+  assert len(peaks) == 2
+  for n, peak in peaks.items():
+    assert peak == pytest.approx(1e-2 * (n / 1e4) ** -0.5, rel=1e-3)
+  # The rule comes after run_bindings, so it is what the trainer reads.
+  cmd = sweeps.command(_config(learning_rate=rule), points[0], '/tmp/x')
+  flags = [c for c in cmd if 'make_schedule.peak' in c]
+  assert flags[-1].endswith(f'{rule(points[0].n_params):.4g}')
+
+
+def test_learning_rate_rule_from_gin():
+  gin.parse_config(['import research.sweeps',
+                    'sweep.power_law_lr.peak = 3e-3',
+                    'sweep.power_law_lr.exponent = 0.25'])
+  rule = gin.get_configurable('sweep.power_law_lr')()
+  assert rule(1e4) == pytest.approx(3e-3)
+  assert rule(16e4) == pytest.approx(1.5e-3)
+  with pytest.raises(sweeps.SweepError, match='peak must be positive'):
+    sweeps.PowerLawLR(peak=0.0)
+
+
+def test_tokens_per_param_window_leaves_out_and_names_points():
+  points, skipped = sweeps.plan(_config())
+  ratios = {p.run_id: p.tokens / p.n_params for p in points}
+  low = sorted(ratios.values())[1] * 0.999  # keeps all but the lowest ratio
+  kept, left_out = sweeps.plan(_config(tokens_per_param=(low, 1e9)))
+  assert len(kept) == len(points) - 1
+  (run_id, why), = left_out
+  assert ratios[run_id] < low
+  assert 'outside tokens_per_param' in why
+  assert any(run_id in line for line in sweeps.plan_notes(kept, left_out))
+
+
+@pytest.mark.parametrize('window', [(10.0,), (100.0, 10.0), (0.0, 10.0)])
+def test_bad_tokens_per_param_window_is_refused(window):
+  with pytest.raises(sweeps.SweepError, match='tokens_per_param'):
+    _config(tokens_per_param=window)
