@@ -189,9 +189,25 @@ def budget_exclusions(prof: pd.DataFrame, exclude_edge: bool = True) -> Dict[flo
   return out
 
 
+def _log_c_at(finals: pd.DataFrame, budgets: np.ndarray, log_n: np.ndarray,
+              per_run_c: bool) -> np.ndarray:
+  """log C at log N = log_n[:, j] for budget j: log(budget), or with per_run_c the line
+  through that budget's runs' (log N, log C)."""
+  if not per_run_c:
+    return np.broadcast_to(np.log(budgets.astype(float)), log_n.shape)
+  out = np.empty_like(log_n)
+  for j, c in enumerate(budgets):
+    g = finals[finals.budget == c]
+    x = np.log(g.n.to_numpy())
+    k, s = stats.linear_fit(x, np.log(g.c.to_numpy()), np.ones_like(x))
+    out[:, j] = k + s * log_n[:, j]
+  return out
+
+
 def approach2(finals: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0,
               level: float = 0.95, exclude_edge: bool = True) -> FrontierFit:
-  """Approach 2 on final points with columns n, d, loss, budget (one row per run).
+  """Approach 2 on final points with columns n, d, loss, budget (one row per run), and
+  optionally c: each run's compute in another convention than the budget's (see _log_c_at).
 
   Budgets without a usable minimum are left out and named in the fit's `excluded` (see
   budget_exclusions); exclude_edge=False keeps those whose minimum is extrapolated."""
@@ -205,7 +221,14 @@ def approach2(finals: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0,
   _check_powerlaw_points(len(usable), 'Approach 2 (budgets with >= 3 sizes and an interior '
                          'minimum' + (', left out: ' + ', '.join(f'{c:.3g}' for c in excluded)
                                       if excluded else '') + ')')
-  log_c = np.log(usable.budget.to_numpy())
+  # C of each budget: the budget itself, unless the table counts compute per run in another
+  # convention (a column c that varies within a budget, e.g. Kaplan's 6 N_nonembed D): then
+  # C at the optimum, from a line through the budget's (log N, log C) as D is found.
+  # (Whole-step rounding moves a run's 6ND off its budget by well under 2%.)
+  per_run_c = 'c' in finals and not np.allclose(
+      finals.groupby('budget').c.transform(lambda v: v / v.iloc[0]), 1.0, rtol=0.02)
+  log_c = _log_c_at(finals, usable.budget.to_numpy(), np.log(usable.n_opt.to_numpy())[None],
+                    per_run_c)[0]
   point = _power_laws(log_c, np.log(usable.n_opt.to_numpy()), np.log(usable.d_opt.to_numpy()),
                       np.ones(len(usable)))
   # Bootstrap: resample runs within each budget, refit the parabolas of the budgets the point
@@ -224,7 +247,8 @@ def approach2(finals: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0,
       x_min = np.where(coef[:, 2] > 0, -coef[:, 1] / (2 * coef[:, 2]), np.nan)
     k, s = stats.linear_fit(x, np.log(finals.d.to_numpy()[idx]), np.ones_like(x))
     log_n_b[:, j], log_d_b[:, j] = x_min, k + s * x_min
-  boot = _power_laws(np.log(used_c), log_n_b, log_d_b, np.ones_like(log_n_b))
+  boot = _power_laws(_log_c_at(finals, used_c, log_n_b, per_run_c), log_n_b, log_d_b,
+                     np.ones_like(log_n_b))
   notes = []
   if excluded:
     notes.append(f'{len(excluded)} budgets left out: ' + '; '.join(
