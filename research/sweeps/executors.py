@@ -300,8 +300,11 @@ class SubmititExecutor:
       self._executor.update_parameters(timeout_min=slurm.timeout_min,
                                        signal_delay_s=slurm.signal_delay_s)
     else:
-      self._executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
-                                             slurm_max_num_timeout=slurm.max_num_timeout)
+      try:
+        self._executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
+                                               slurm_max_num_timeout=slurm.max_num_timeout)
+      except RuntimeError as e:  # e.g. no srun here: not a SLURM login node
+        raise SweepError(f'cannot submit to {cluster}: {str(e).strip()}') from None
       params = dict(timeout_min=int(math.ceil(slurm.timeout_min)),
                     gpus_per_node=slurm.gpus_per_node, cpus_per_task=slurm.cpus_per_task,
                     mem_gb=slurm.mem_gb, nodes=slurm.nodes, tasks_per_node=slurm.tasks_per_node,
