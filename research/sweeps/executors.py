@@ -314,7 +314,11 @@ class SubmititExecutor:
       if slurm.array_parallelism is not None:
         params['slurm_array_parallelism'] = slurm.array_parallelism
       params.update({f'slurm_{k}': v for k, v in slurm.additional.items()})
-      self._executor.update_parameters(**params)
+      try:
+        self._executor.update_parameters(**params)
+      except (ValueError, TypeError, NameError) as e:  # submitit's word on a bad parameter
+        raise SweepError(f'bad SlurmConfig for submitit: {str(e).strip().splitlines()[0]}'
+                         ) from None
 
   @property
   def arrays(self) -> bool:

@@ -175,6 +175,10 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
       'skipped': [{'run_id': r, 'reason': why} for r, why in skipped],
       'config': dataclasses.asdict(config)})
   runner = make_executor(executor, sweep_dir, slurm)
+  # With job arrays SLURM holds the queue: every pending run is submitted at once.
+  arrays = bool(getattr(runner, 'arrays', False))
+  slots = len(points) if arrays else parallel
+  width = slurm.array_parallelism if arrays else parallel  # runs at once, for the eta
   runs = [_Run(p, os.path.join(sweep_dir, p.run_id)) for p in points]
   for run in runs:
     _check_point_file(run)
@@ -205,7 +209,9 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
 
   already = sum(r.state == 'done' for r in runs)
   say(f'sweep: {len(runs)} runs in {sweep_dir} ({already} already done, '
-      f'{len(skipped)} grid points left out), executor {executor}, {parallel} at a time')
+      f'{len(skipped)} grid points left out), executor {executor}, '
+      + (f'one job array, {slurm.array_parallelism} running at a time' if arrays
+         else f'{parallel} at a time'))
   for line in plan_lib.plan_notes(points, skipped):
     say(f'  {line}')
   attached = []
@@ -225,9 +231,6 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
       event('attach', run, job_id=run.handle.job_id)
   # Longest first: the last runs to finish are short ones, which keeps the slots busy.
   queue = sorted((r for r in runs if r.state == 'pending'), key=lambda r: -r.flops)
-  # With job arrays SLURM holds the queue: every pending run is submitted at once.
-  arrays = bool(getattr(runner, 'arrays', False))
-  slots = len(runs) if arrays else parallel
   eta = EtaModel()
   start = time.time()
   last_report, waiting_noted = 0.0, set()
@@ -243,7 +246,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
     remaining += [(lambda p: None if p is None else max(p - (time.time() - r.started), 0.0))(
         eta.predict(r.flops)) for r in runs if r.state == 'running']
     eta_text = ('?' if any(x is None for x in remaining)
-                else _duration(sum(remaining) / min(parallel, slots)))
+                else _duration(sum(remaining) / width))
     say(f'[sweep {_duration(time.time() - start)}] {counts["done"]}/{len(runs)} done, '
         f'{counts["running"]} running, {counts["failed"]} failed, {counts["pending"]} '
         f'pending; eta {eta_text}')

@@ -338,3 +338,17 @@ def test_a_killed_sweep_relaunched_submits_nothing_twice(tmp_path, array_paralle
   launches = [e['run_id'] for e in events if e['event'] == 'launch']
   assert sorted(launches) == sorted(RUNS)
   assert sum(e['event'] == 'attach' for e in events) == running
+
+
+def test_a_slurm_parameter_submitit_does_not_know_is_refused_in_one_line(tmp_path, fake_slurm):
+  slurm = sweeps.SlurmConfig(additional={'no_such_option': 1})
+  with pytest.raises(sweeps.SweepError, match='bad SlurmConfig for submitit: ') as e:
+    executors.make_executor('slurm', str(tmp_path), slurm)
+  assert '\n' not in str(e.value)
+
+
+def test_the_slurm_example_sweep_reads_as_one_job_array_of_one_gpu_runs():
+  config, slurm = sweeps.load_config(['gin_configs/sweeps/slurm_isoflop.gin'], [])
+  assert config.flop_budgets and slurm.array_parallelism == 8
+  assert (slurm.nodes, slurm.tasks_per_node, slurm.gpus_per_node) == (1, 1, 1)
+  assert not executors.multihost('slurm', slurm)
