@@ -6,12 +6,14 @@ does (USR2, signal_delay_s before the limit) and requeues on the same exit path;
 text, arrays and sacct-based re-attaching are checked against fake sbatch / sacct / srun
 scripts on PATH. Most runs use tests/scaling/fake_trainer.py; one uses the real trainer.
 """
+import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -126,15 +128,22 @@ cat "$FAKE_SLURM/states"
 """
 
 
+_FIRST_JOB_ID = [7000]
+
+
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
   bin_dir, state = tmp_path / 'bin', tmp_path / 'slurm'
   bin_dir.mkdir()
   state.mkdir()
-  (state / 'next').write_text(str(7000 + os.getpid() % 1000 * 10))
+  # Job ids differ between tests: submitit's sacct watcher is shared by the process.
+  _FIRST_JOB_ID[0] += 100
+  (state / 'next').write_text(str(_FIRST_JOB_ID[0]))
+  submitit.SlurmJob.watcher.clear()
   (state / 'states').write_text('')
   for name, text in (('sbatch', FAKE_SBATCH), ('sacct', FAKE_SACCT),
-                     ('srun', '#!/bin/bash\n'), ('scancel', '#!/bin/bash\n')):
+                     ('srun', '#!/bin/bash\n'),
+                     ('scancel', '#!/bin/bash\necho "$@" >> "$FAKE_SLURM/scancel_calls"\n')):
     (bin_dir / name).write_text(text)
     (bin_dir / name).chmod(0o755)
   monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
@@ -352,3 +361,27 @@ def test_the_slurm_example_sweep_reads_as_one_job_array_of_one_gpu_runs():
   assert config.flop_budgets and slurm.array_parallelism == 8
   assert (slurm.nodes, slurm.tasks_per_node, slurm.gpus_per_node) == (1, 1, 1)
   assert not executors.multihost('slurm', slurm)
+
+
+def test_a_stopped_sweep_leaves_its_slurm_jobs_queued_and_names_them(tmp_path, fake_slurm):
+  """Ctrl-C on the login node: nothing is cancelled; the ids stay in sweep_jobs.json."""
+  gin_file = tmp_path / 'grid.gin'
+  gin_file.write_text(GRID % '2')
+  config, slurm = sweeps.load_config([str(gin_file)], [])
+  sweep_dir = tmp_path / 'sweep'
+  jobs_file = sweep_dir / executors.JOBS_FILE
+  stream = io.StringIO()
+
+  def interrupt_once_submitted():
+    _wait_until(jobs_file.exists, 60, 'the submission')
+    os.kill(os.getpid(), signal.SIGINT)
+  threading.Thread(target=interrupt_once_submitted, daemon=True).start()
+  summary = sweeps.run_sweep(config, str(sweep_dir), executor='slurm', slurm=slurm,
+                             poll_every=0.1, stream=stream)
+  assert summary['interrupted'] and sorted(summary['running']) == sorted(RUNS)
+  ids = [entry['job_ids'][-1] for entry in json.loads(jobs_file.read_text()).values()]
+  assert len(_sbatch_files(fake_slurm)) == 1 and len(ids) == 3
+  assert not (fake_slurm / 'scancel_calls').exists()  # nothing cancelled
+  out = stream.getvalue()
+  assert 'one job array, 2 running at a time' in out
+  assert '3 job(s) go on in the queue' in out and all(i in out for i in ids)
