@@ -10,6 +10,9 @@ reported, and the others go on; a re-launch retries it.
 
 The sweep directory holds `sweep.json` (the plan), `sweep_status.json` (state of each run),
 `sweep_events.jsonl` (every launch / done / failed), one directory per run and results.csv.
+Under submitit it also holds `sweep_jobs.json`: every job id submitted for each run, the last
+one current. A re-launched sweep re-attaches to a run's current job while it is queued or
+running (requeues after a time limit keep its id) and submits only runs that have none.
 """
 import dataclasses
 import fcntl
@@ -22,7 +25,9 @@ from typing import Any, Optional
 
 from research import runs as runs_lib  # `runs` is run_sweep's list of _Run
 from research.sweeps import plan as plan_lib
-from research.sweeps.executors import LOCK_FILE, LOG_FILE, SlurmConfig, make_executor
+from research.sweeps import executors as executors_lib
+from research.sweeps.executors import JOBS_FILE, LOCK_FILE, LOG_FILE, SlurmConfig
+from research.sweeps.executors import make_executor
 from research.sweeps.grid import Point, SweepConfig, SweepError
 
 COMPLETION_MARKER = runs_lib.COMPLETION_MARKER
@@ -156,6 +161,8 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
   stream = stream or sys.stdout
   if parallel < 1:
     raise SweepError(f'--parallel must be >= 1, got {parallel}')
+  executors_lib.check_executor(executor, slurm)
+  multihost = executors_lib.multihost(executor, slurm)
   # Only the local executor's runs see this machine's devices as they are. Under submitit
   # (slurm, submitit_local) the job's own allocation sets them (CUDA_VISIBLE_DEVICES from
   # gpus_per_node), unknown here: there the trainer checks the mesh at start-up, and a run
@@ -168,12 +175,28 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
       'skipped': [{'run_id': r, 'reason': why} for r, why in skipped],
       'config': dataclasses.asdict(config)})
   runner = make_executor(executor, sweep_dir, slurm)
+  # With job arrays SLURM holds the queue: every pending run is submitted at once.
+  arrays = bool(getattr(runner, 'arrays', False))
+  slots = len(points) if arrays else parallel
+  width = slurm.array_parallelism if arrays else parallel  # runs at once, for the eta
   runs = [_Run(p, os.path.join(sweep_dir, p.run_id)) for p in points]
   for run in runs:
     _check_point_file(run)
     if runs_lib.is_complete(run.run_dir):
       run.state = 'done'
   events_path = os.path.join(sweep_dir, EVENTS_FILE)
+  jobs_path = os.path.join(sweep_dir, JOBS_FILE)
+  jobs_book: dict[str, dict] = {}
+  if os.path.exists(jobs_path):
+    with open(jobs_path) as f:
+      jobs_book = json.load(f)
+
+  def record_jobs(submitted: list) -> None:
+    for run in submitted:
+      entry = jobs_book.setdefault(run.point.run_id, {'job_ids': []})
+      entry['job_ids'].append(run.handle.job_id)
+      entry['executor'] = executor
+    runs_lib.write_json_atomic(jobs_path, jobs_book)
 
   def event(kind: str, run: _Run, **extra) -> None:
     with open(events_path, 'a') as f:
@@ -186,9 +209,26 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
 
   already = sum(r.state == 'done' for r in runs)
   say(f'sweep: {len(runs)} runs in {sweep_dir} ({already} already done, '
-      f'{len(skipped)} grid points left out), executor {executor}, {parallel} at a time')
+      f'{len(skipped)} grid points left out), executor {executor}, '
+      + (f'one job array, {slurm.array_parallelism} running at a time' if arrays
+         else f'{parallel} at a time'))
   for line in plan_lib.plan_notes(points, skipped):
     say(f'  {line}')
+  attached = []
+  if hasattr(runner, 'attach'):  # the current job of each unfinished run, if still alive
+    for run in runs:
+      entry = jobs_book.get(run.point.run_id)
+      if run.state != 'pending' or not entry or entry.get('executor') != executor:
+        continue
+      handle = runner.attach(entry['job_ids'][-1], run.run_dir)
+      if handle is not None:
+        run.handle, run.state, run.started = handle, 'running', time.time()
+        attached.append(run)
+  if attached:
+    say(f'  re-attached to {len(attached)} queued or running job(s): '
+        + ', '.join(f'{r.point.run_id} ({r.handle.job_id})' for r in attached))
+    for run in attached:
+      event('attach', run, job_id=run.handle.job_id)
   # Longest first: the last runs to finish are short ones, which keeps the slots busy.
   queue = sorted((r for r in runs if r.state == 'pending'), key=lambda r: -r.flops)
   eta = EtaModel()
@@ -206,7 +246,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
     remaining += [(lambda p: None if p is None else max(p - (time.time() - r.started), 0.0))(
         eta.predict(r.flops)) for r in runs if r.state == 'running']
     eta_text = ('?' if any(x is None for x in remaining)
-                else _duration(sum(remaining) / parallel))
+                else _duration(sum(remaining) / width))
     say(f'[sweep {_duration(time.time() - start)}] {counts["done"]}/{len(runs)} done, '
         f'{counts["running"]} running, {counts["failed"]} failed, {counts["pending"]} '
         f'pending; eta {eta_text}')
@@ -214,30 +254,55 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
         r.point.run_id: {'state': r.state, 'attempts': r.attempts, 'error': r.error,
                          'seconds': r.seconds} for r in runs})
 
-  def launch(run: _Run) -> bool:
+  def prepare(run: _Run) -> Optional[tuple[list[str], int]]:
+    """(command, locked descriptor) of a run ready to start; None while an earlier trainer
+    still holds its directory."""
     os.makedirs(run.run_dir, exist_ok=True)
     fd = _try_lock(run.run_dir)
     if fd is None:  # a trainer from a killed sweep still holds this directory
       if run.point.run_id not in waiting_noted:
         say(f'  waiting for an earlier trainer of {run.point.run_id} to exit')
         waiting_noted.add(run.point.run_id)
-      return False
+      return None
     try:
       runs_lib.write_json_atomic(os.path.join(run.run_dir, POINT_FILE), run.point.to_json())
       log_path = os.path.join(run.run_dir, LOG_FILE)
       run.log_offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
-      cmd = plan_lib.command(config, run.point, run.run_dir)
-      if executor != 'local':
-        os.close(fd)  # the job takes the lock where it runs
-        fd = None
-      run.handle = runner.start(cmd, run.run_dir, fd)
-    finally:
-      if fd is not None:
-        os.close(fd)  # the child keeps the lock through its inherited descriptor
+    except BaseException:
+      os.close(fd)
+      raise
+    return plan_lib.command(config, run.point, run.run_dir, multihost=multihost), fd
+
+  def started(run: _Run) -> None:
     run.state, run.started = 'running', time.time()
     run.attempts += 1
-    event('launch', run)
-    return True
+    extra = {'job_id': run.handle.job_id} if hasattr(run.handle, 'job_id') else {}
+    event('launch', run, **extra)
+
+  def launch(batch: list[_Run]) -> list[_Run]:
+    """Starts the runs of `batch` that are free to start; returns those it started."""
+    ready = []
+    for run in batch:
+      prepared = prepare(run)
+      if prepared is None:
+        continue
+      cmd, fd = prepared
+      if executor == 'local':
+        try:
+          run.handle = runner.start(cmd, run.run_dir, fd)
+        finally:
+          os.close(fd)  # the child keeps the lock through its inherited descriptor
+        started(run)
+      else:
+        os.close(fd)  # the job takes the lock where it runs
+        ready.append((run, cmd))
+    if ready:
+      handles = runner.start_many([(cmd, run.run_dir) for run, cmd in ready])
+      for (run, _), handle in zip(ready, handles):
+        run.handle = handle
+        started(run)
+      record_jobs([run for run, _ in ready])
+    return [run for run in batch if run.state == 'running']
 
   def finish(run: _Run, code: int) -> None:
     run.seconds = time.time() - run.started
@@ -276,21 +341,29 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
         if code is not None:
           finish(run, code)
       running = [r for r in runs if r.state == 'running']
-      deferred = []
-      while queue and len(running) < parallel and not stop.requested:
-        run = queue.pop(0)
-        if launch(run):
-          running.append(run)
-        else:
-          deferred.append(run)
+      free = max(slots - len(running), 0)
+      batch, queue[:] = queue[:free], queue[free:]
+      if batch and not stop.requested:
+        launched = launch(batch)
+        running += launched
+        deferred = [r for r in batch if r not in launched]
+      else:
+        deferred = batch
       queue[:0] = deferred
       report(force=False)
       if not running and not queue:
         break
       time.sleep(poll_every if not deferred else max(poll_every, 1.0))
-    if stop.requested:
+    running = [r for r in runs if r.state == 'running']
+    if stop.requested and getattr(runner, 'detach_on_stop', False):
+      say(f'sweep: stop requested; {len(running)} job(s) go on in the queue, their ids in '
+          f'{jobs_path}: run the same command again to re-attach (or scancel '
+          + ' '.join(r.handle.job_id for r in running) + ')')
+      for run in running:
+        run.state = 'running'
+        event('detach', run, job_id=run.handle.job_id)
+    elif stop.requested:
       say('sweep: stop requested; checkpointing the running trainers')
-      running = [r for r in runs if r.state == 'running']
       for run in running:
         runner.terminate(run.handle)
       for run in running:
@@ -300,6 +373,8 @@ def run_sweep(config: SweepConfig, sweep_dir: str, executor: str = 'local',
   failed = {r.point.run_id: r.error for r in runs if r.state == 'failed'}
   summary = {'done': [r.point.run_id for r in runs if r.state == 'done'], 'failed': failed,
              'pending': [r.point.run_id for r in runs if r.state == 'pending'],
+             'running': [r.point.run_id for r in runs if r.state == 'running'],
+             'attached': [r.point.run_id for r in attached],
              'skipped': dict(skipped), 'seconds': time.time() - start,
              'interrupted': stop.requested}
   if failed:

@@ -69,6 +69,7 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
   from research.scaling import results
   # pylint: enable=g-import-not-at-top
   config, slurm = sweeps.load_config(_GIN_FILE.value, _GIN_BINDINGS.value)
+  sweeps.check_executor(_EXECUTOR.value, slurm)
   if _PLAN_ONLY.value:  # SweepError is a UsageError: cli.run exits 2 with its line
     _print_plan(*sweeps.plan(
         config, sweeps.local_device_count if _EXECUTOR.value == 'local' else None))

@@ -237,12 +237,14 @@ def _step_bindings(config: SweepConfig, steps: int) -> list[str]:
           f'make_schedule.warmup_steps = {max(1, int(config.warmup_fraction * steps))}']
 
 
-def command(config: SweepConfig, point: Point, run_dir: str) -> list[str]:
-  """The command line that trains one point (gin files as absolute paths)."""
+def command(config: SweepConfig, point: Point, run_dir: str,
+            multihost: bool = False) -> list[str]:
+  """The command line that trains one point (gin files as absolute paths); `multihost` when
+  the run is one of several processes (SlurmConfig.nodes x tasks_per_node > 1)."""
   files = [_abs(f) for f in list(config.run_gin_files) + list(point.gin_files)]
   return ([sys.executable, '-m', TRAIN_MODULE] + [f'--gin_file={f}' for f in files]
           + [f'--gin_bindings={b}' for b in list(config.run_bindings) + list(point.bindings)]
-          + [f'--workdir={run_dir}'])
+          + [f'--workdir={run_dir}'] + (['--multihost'] if multihost else []))
 
 
 def frontier_warnings(points: Sequence[Point]) -> list[str]:
