@@ -5,6 +5,7 @@ Budgets. A token budget D gives TRAIN_STEPS = round(D / tokens-per-step). An Iso
 gives, for every model size, D = C / FLOPs-per-token(model) under `flops_convention` (the
 trainer's `flops` column is C = 6ND, so '6N' keeps budget and logged FLOPs consistent).
 """
+import os
 import subprocess
 import sys
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -22,6 +23,9 @@ FAMILY_BINDINGS = ("TransformerConfig.family = '{name}'",)
 OBJECTIVE_GIN_FILES = ('gin_configs/sweeps/pipeline_imports.gin',
                        'gin_configs/objectives/{name}.gin')
 OBJECTIVE_BINDINGS = ("trainer.train.objective = '{name}'",)
+# In the sweep directory: the JAX compilation cache its runs share (the init and eval
+# programs of a size are the same at every budget).
+COMPILATION_CACHE = '.jax_cache'
 # The module each run starts as (`python -m`): an installed package, no checkout needed.
 TRAIN_MODULE = 'research.train'
 
@@ -242,9 +246,11 @@ def command(config: SweepConfig, point: Point, run_dir: str,
   """The command line that trains one point (gin files as absolute paths); `multihost` when
   the run is one of several processes (SlurmConfig.nodes x tasks_per_node > 1)."""
   files = [_abs(f) for f in list(config.run_gin_files) + list(point.gin_files)]
+  cache = os.path.join(os.path.dirname(os.path.abspath(run_dir)), COMPILATION_CACHE)
   return ([sys.executable, '-m', TRAIN_MODULE] + [f'--gin_file={f}' for f in files]
           + [f'--gin_bindings={b}' for b in list(config.run_bindings) + list(point.bindings)]
-          + [f'--workdir={run_dir}'] + (['--multihost'] if multihost else []))
+          + [f'--compilation_cache_dir={cache}', f'--workdir={run_dir}']
+          + (['--multihost'] if multihost else []))
 
 
 def frontier_warnings(points: Sequence[Point]) -> list[str]:

@@ -203,6 +203,8 @@ def test_command_runs_the_training_module_in_the_run_directory():
   assert cmd[1:3] == ['-m', 'research.train']  # an installed package, no checkout needed
   assert not any('experiments' in c for c in cmd)
   assert cmd[-1] == f'--workdir=/sweeps/x/{point.run_id}'
+  # The runs of a sweep share one compilation cache in the sweep directory.
+  assert '--compilation_cache_dir=/sweeps/x/.jax_cache' in cmd
   assert any(c.endswith('gin_configs/objectives/causal_lm.gin') for c in cmd)
   assert f'--gin_bindings=TRAIN_STEPS = {point.train_steps}' in cmd
 
