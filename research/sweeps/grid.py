@@ -68,6 +68,9 @@ class SweepConfig:
   evals_per_run: int = 8               # intermediate evals (Chinchilla Approach 1 uses them)
   checkpoints_per_run: int = 4
   warmup_fraction: float = 0.1         # warm-up scales with the run: short runs still decay
+  # A warm-up of this many steps for every run instead (Kaplan et al.'s fixed warm-up, which
+  # Porian et al. 2024 find too long for small models); None: warmup_fraction of each run.
+  warmup_steps: Optional[int] = None
   # IsoFLOP points whose tokens per parameter D / N fall outside [low, high] are left out
   # (named in the plan): each budget then trains the sizes around its optimum only, as
   # Hoffmann et al. chose a range of N per budget. Empty: every size at every budget.
@@ -84,6 +87,10 @@ class SweepConfig:
         if not isinstance(budget, (int, float)) or isinstance(budget, bool) or (
             not math.isfinite(budget)) or budget <= 0:
           raise SweepError(f'SweepConfig.{name} must be positive, got {budget!r}')
+    if self.warmup_steps is not None and (isinstance(self.warmup_steps, bool) or not isinstance(
+        self.warmup_steps, int) or self.warmup_steps < 0):
+      raise SweepError(f'SweepConfig.warmup_steps must be a step count >= 0, got '
+                       f'{self.warmup_steps!r}')
     window = tuple(self.tokens_per_param)
     if window and not (len(window) == 2 and all(
         isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in window)

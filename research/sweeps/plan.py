@@ -238,7 +238,13 @@ def _step_bindings(config: SweepConfig, steps: int) -> list[str]:
           f'trainer.train.eval_every = {eval_every}',
           f'trainer.train.log_every = {eval_every}',
           f'CheckpointConfig.every_steps = {max(1, steps // max(config.checkpoints_per_run, 1))}',
-          f'make_schedule.warmup_steps = {max(1, int(config.warmup_fraction * steps))}']
+          f'make_schedule.warmup_steps = {_warmup(config, steps)}']
+
+
+def _warmup(config: SweepConfig, steps: int) -> int:
+  if config.warmup_steps is not None:
+    return config.warmup_steps
+  return max(1, int(config.warmup_fraction * steps))
 
 
 def command(config: SweepConfig, point: Point, run_dir: str,

@@ -408,3 +408,14 @@ def test_tokens_per_param_window_leaves_out_and_names_points():
 def test_bad_tokens_per_param_window_is_refused(window):
   with pytest.raises(sweeps.SweepError, match='tokens_per_param'):
     _config(tokens_per_param=window)
+
+
+def test_fixed_warmup_replaces_the_fraction():
+  scaled, _ = sweeps.plan(_config(warmup_fraction=0.1))
+  fixed, _ = sweeps.plan(_config(warmup_steps=7))
+  warm = lambda p: [b for b in p.bindings if b.startswith('make_schedule.warmup_steps')]
+  assert {tuple(warm(p)) for p in fixed} == {('make_schedule.warmup_steps = 7',)}
+  assert [warm(p) for p in scaled] == [
+      [f'make_schedule.warmup_steps = {max(1, int(0.1 * p.train_steps))}'] for p in scaled]
+  with pytest.raises(sweeps.SweepError, match='warmup_steps'):
+    _config(warmup_steps=-1)
