@@ -67,16 +67,22 @@ def config_digest(text: str) -> np.ndarray:
   return np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int32).copy()
 
 
+def first_differing_process(text: str) -> Optional[int]:
+  """The first process whose `text` differs from process 0's, or None. A collective."""
+  if jax.process_count() == 1:
+    return None
+  digests = _all_processes(config_digest(text))
+  differ = [p for p in range(len(digests)) if not np.array_equal(digests[p], digests[0])]
+  return differ[0] if differ else None
+
+
 def check_same_config(text: str) -> None:
   """Raises DistributedError on every process unless all processes passed the same text
   (the configuration with the per-process bindings left out). A collective."""
-  if jax.process_count() == 1:
-    return
-  digests = _all_processes(config_digest(text))
-  differ = [p for p in range(len(digests)) if not np.array_equal(digests[p], digests[0])]
-  if differ:
+  differ = first_differing_process(text)
+  if differ is not None:
     raise DistributedError(
-        f'the gin config differs across processes: process {differ[0]} has another '
+        f'the gin config differs across processes: process {differ} has another '
         f'config than process 0 (compare their --gin_file and --gin_bindings)')
 
 

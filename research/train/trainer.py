@@ -200,10 +200,23 @@ def train(workdir: str,
                                        ckpt_lib.CheckpointConfig())
   every = checkpointer.config.every_steps
   latest = checkpointer.latest_step()
+
+  def host_item(at_step: int) -> dict:
+    """The checkpoint's `host` item. Orbax writes process 0's only, so on several
+    processes it must be every process's: a source whose state differs stops the run."""
+    saved = dataclasses.asdict(host)
+    if multiprocess:
+      differ = parallel.first_differing_process(json.dumps(saved, sort_keys=True))
+      if differ is not None:
+        raise ValueError(f'at step {at_step} the data state of process {differ} differs '
+                         f"from process 0's: the batch source is not host-invariant "
+                         f'(research/train/sources.py)')
+    return saved
+
   if latest is None:
     state = setup.init(seed)
     host = HostState(data=source.get_state())
-    checkpointer.save(0, state, dataclasses.asdict(host))
+    checkpointer.save(0, state, host_item(0))
   else:
     state, saved = checkpointer.restore(latest, setup.abstract)
     host = HostState(**saved)
@@ -396,7 +409,7 @@ def train(workdir: str,
 
       if do_ckpt or stop:
         host.data = source.get_state()
-        checkpointer.save(step, state, dataclasses.asdict(host))
+        checkpointer.save(step, state, host_item(step))
       if stop and not at_end:
         preempted = True
         break

@@ -151,3 +151,16 @@ def pausing_source(pause_at: int = -1, release_file: str = '', split: str = 'tra
                    **kwargs):
   inner = sources.pipeline_source(split=split, **kwargs)
   return _Pausing(inner, pause_at, release_file) if split == 'train' else inner
+
+
+class _PerHostState(_Pausing):
+  """A source whose state names the process: not host-invariant."""
+
+  def get_state(self):
+    import jax  # pylint: disable=g-import-not-at-top
+    return {**self.inner.get_state(), 'process': jax.process_index()}
+
+
+@gin.configurable
+def per_host_state_source(**kwargs):
+  return _PerHostState(sources.pipeline_source(**kwargs), -1, '')

@@ -120,3 +120,13 @@ def test_config_digest_tells_configs_apart():
   assert np.array_equal(distributed.config_digest('a = 1'), distributed.config_digest('a = 1'))
   assert not np.array_equal(distributed.config_digest('a = 1'),
                             distributed.config_digest('a = 2'))
+
+
+def test_a_data_state_that_differs_across_hosts_is_never_checkpointed(tmp_path):
+  workdir = str(tmp_path / 'run')
+  procs = mp.start(mp.write_gin(str(tmp_path)), workdir, 2,
+                   bindings=['trainer.train.batch_source = @per_host_state_source'])
+  for code, out in mp.finish(procs, timeout=120):
+    assert code == 1, out
+    assert 'the data state of process 1 differs' in _one_error_line(out)
+  assert mp.checkpoint_steps(workdir) == []
