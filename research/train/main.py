@@ -9,6 +9,7 @@ with one line and exit 2, before anything is written; an impossible mesh, a corr
 checkpoint or a diverged run with one line and exit 1.
 """
 import os
+import re
 import tempfile
 from typing import Sequence
 
@@ -46,6 +47,15 @@ def _load_gin(prog: str) -> None:
     TransformerConfig()  # its checks (types, divisibility) before the run directory exists
   except ConfigError as e:
     cli.usage_error(prog, e)
+
+
+_PER_PROCESS = re.compile(r'^\S*initialize\.process_id\s*=.*$', re.MULTILINE)
+
+
+def _config_without_process_id() -> str:
+  """The bound gin config with the one binding that differs from host to host dropped."""
+  import gin  # pylint: disable=g-import-not-at-top
+  return _PER_PROCESS.sub('', gin.config_str())
 
 
 def _check_workdir(prog: str, workdir: str) -> None:
@@ -86,7 +96,12 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
     _use_compilation_cache(_CACHE_DIR.value)
   from research import parallel  # pylint: disable=g-import-not-at-top
   if _MULTIHOST.value:
-    parallel.initialize()  # after gin (it is configurable), before any JAX backend use
+    try:
+      parallel.initialize()  # after gin (it is configurable), before any JAX backend use
+      # Every host must train the same run: compare the configs before anything is written.
+      parallel.check_same_config(_config_without_process_id())
+    except parallel.DistributedError as e:
+      cli.usage_error(prog, e)
   try:
     parallel.make_mesh(parallel.MeshConfig())  # the trainer builds it again, same devices
   except parallel.MeshError as e:

@@ -8,6 +8,7 @@ import functools
 import json
 import math
 import os
+import struct
 import sys
 import time
 from typing import Any, Mapping, Optional
@@ -88,12 +89,25 @@ class MetricsWriter:
     self._tb = None
     if not enabled:
       return
+    self.tb_dir = os.path.join(workdir, 'tensorboard')
+    self._opened = 0
     self.truncate(resume_step or 0)
-    self._tb = _summary_writer_class()(os.path.join(workdir, 'tensorboard'))
 
   def truncate(self, step: int) -> None:
-    """Keeps only complete lines with step <= `step` (the restored checkpoint)."""
-    if not self.enabled or not os.path.exists(self.path):
+    """Keeps only complete lines and TensorBoard events with step <= `step` (the restored
+    checkpoint), so that a resumed or rolled-back run records every step once."""
+    if not self.enabled:
+      return
+    if self._tb is not None:
+      self._tb.close()
+    if os.path.isdir(self.tb_dir):
+      truncate_events(self.tb_dir, step)
+    # A file name of its own: tensorboardX names files by the second and opens them with
+    # 'wb', so a writer opened within the second of the last one would empty its file.
+    self._opened += 1
+    self._tb = _summary_writer_class()(
+        self.tb_dir, filename_suffix=f'.from{step}.{os.getpid()}.{self._opened}')
+    if not os.path.exists(self.path):
       return
     kept = []
     with open(self.path) as f:
@@ -144,6 +158,76 @@ def _summary_writer_class():
   finally:
     del sys.modules['torch']
   return SummaryWriter
+
+
+def _records(path: str):
+  """The payloads of a TFRecord file, stopping at a torn last record."""
+  with open(path, 'rb') as f:
+    data = f.read()
+  at = 0
+  while at + 12 <= len(data):
+    (length,) = struct.unpack('<Q', data[at:at + 8])
+    end = at + 12 + length + 4
+    if end > len(data):
+      break
+    yield data[at + 12:at + 12 + length]
+    at = end
+
+
+def _record(payload: bytes) -> bytes:
+  from tensorboardX.record_writer import masked_crc32c  # pylint: disable=g-import-not-at-top
+  header = struct.pack('<Q', len(payload))
+  return (header + struct.pack('<I', masked_crc32c(header)) + payload +
+          struct.pack('<I', masked_crc32c(payload)))
+
+
+def event_files(tb_dir: str) -> list[str]:
+  return sorted(os.path.join(tb_dir, n) for n in os.listdir(tb_dir) if 'tfevents' in n)
+
+
+def read_events(tb_dir: str) -> list:
+  """Every event (tensorboard's Event proto) of the directory's files, in file order."""
+  _summary_writer_class()  # imports tensorboardX without torch
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  events = []
+  for path in event_files(tb_dir):
+    for payload in _records(path):
+      event = event_pb2.Event()
+      event.ParseFromString(payload)
+      events.append(event)
+  return events
+
+
+def truncate_events(tb_dir: str, step: int) -> None:
+  """Rewrites the directory's event files as one holding only the events with
+  step <= `step`, each (step, tags) once (the first file's name, written to a temporary
+  file and renamed), then removes the others. TensorBoard's purge_step only hides later events from TensorBoard
+  itself; other readers of the files would still see each replayed step twice."""
+  paths = event_files(tb_dir)
+  if not paths:
+    return
+  kept, seen, versioned = [], set(), False
+  for event in read_events(tb_dir):
+    if event.HasField('file_version'):
+      if versioned:
+        continue
+      versioned = True
+    else:
+      # (step, tags) seen already: a copy left by a rewrite that stopped before removing
+      # the files it had merged.
+      key = (event.step, tuple(v.tag for v in event.summary.value))
+      if event.step > step or key in seen:
+        continue
+      seen.add(key)
+    kept.append(_record(event.SerializeToString()))
+  tmp = paths[0] + '.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(b''.join(kept))
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, paths[0])
+  for path in paths[1:]:
+    os.remove(path)
 
 
 def _to_python(value):

@@ -1,7 +1,8 @@
 """A synthetic batch source with the docs/design.md features, for tests and benchmarks.
 
-Batch i is a pure function of (seed, i), so `get_state`/`set_state` are just the index and
-resuming is exact. Sequences are arithmetic progressions mod the vocabulary (random start
+Row r of global batch i is a pure function of (seed, i, r), so `get_state`/`set_state` are
+just the index, resuming is exact, and the global batch is the same whatever the number of
+hosts that share it (each host makes only its own rows). Sequences are arithmetic progressions mod the vocabulary (random start
 and stride), which a small model learns quickly, so a falling loss is a real signal.
 """
 from typing import Mapping
@@ -66,9 +67,13 @@ class SyntheticSource(indexed.IndexedSource):
     self.seed, self.shard_index, self.num_shards = seed, shard_index, num_shards
 
   def batch(self, index: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng((self.seed, index, self.shard_index))
-    return make_batch(self.family, rng, self.batch_size, self.feature_lengths,
-                      self.vocab_size)
+    """This host's rows of global batch `index`: rows shard_index * batch_size onwards of
+    a global batch of num_shards * batch_size rows, each drawn from (seed, index, row)."""
+    first = self.shard_index * self.batch_size
+    rows = [make_batch(self.family, np.random.default_rng((self.seed, index, row)), 1,
+                       self.feature_lengths, self.vocab_size)
+            for row in range(first, first + self.batch_size)]
+    return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
 
 @gin.configurable

@@ -53,7 +53,11 @@ class HostState:
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after each step."""
+  """Turns SIGTERM into a flag the loop checks after each step.
+
+  On several processes SIGTERM may reach one host only, or the hosts at different steps:
+  the flag is then OR-ed over the processes at each sync (`agreed`), which every process
+  reaches at the same steps, so all save the same step and stop together."""
 
   def __init__(self):
     self.requested = False
@@ -69,6 +73,10 @@ class _Preemption:
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
+
+  def agreed(self) -> bool:
+    """Whether any process was asked to stop (a collective on several processes)."""
+    return parallel.any_process(self.requested)
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -122,7 +130,9 @@ def train(workdir: str,
   """Trains (or resumes) the run in `workdir`; returns a summary of the final step.
 
   batch_source(family=, batch_size=, feature_lengths=, seed=, shard_index=, num_shards=,
-  split=) must return an iterator of numpy batch dicts with get_state()/set_state(), and
+  split=) must return an iterator of numpy batch dicts with get_state()/set_state(): this
+  host's `batch_size` rows of a global batch that does not depend on num_shards, with a
+  state that is the same on every host (research/train/sources.py); it
   may declare `may_have_prefix = False` (its decoder batches never have a prefix, so the
   all-zero `decoder_causal_attention` is dropped in every process). The 'eval' split is
   asked for with evaluation.EVAL_SEED, whatever `seed`: one held-out stream per data config.
@@ -179,6 +189,7 @@ def train(workdir: str,
                         seed=seed if split == 'train' else evaluation.EVAL_SEED,
                         shard_index=shard.index, num_shards=shard.count, split=split)
   source = make_source('train')
+  multiprocess = jax.process_count() > 1
   # A source that declares it never has a prefix (the same on every process) lets every
   # process drop the all-zero feature; otherwise it is dropped batch by batch, single-process.
   never_prefix = getattr(source, 'may_have_prefix', True) is False
@@ -189,10 +200,23 @@ def train(workdir: str,
                                        ckpt_lib.CheckpointConfig())
   every = checkpointer.config.every_steps
   latest = checkpointer.latest_step()
+
+  def host_item(at_step: int) -> dict:
+    """The checkpoint's `host` item. Orbax writes process 0's only, so on several
+    processes it must be every process's: a source whose state differs stops the run."""
+    saved = dataclasses.asdict(host)
+    if multiprocess:
+      differ = parallel.first_differing_process(json.dumps(saved, sort_keys=True))
+      if differ is not None:
+        raise ValueError(f'at step {at_step} the data state of process {differ} differs '
+                         f"from process 0's: the batch source is not host-invariant "
+                         f'(research/train/sources.py)')
+    return saved
+
   if latest is None:
     state = setup.init(seed)
     host = HostState(data=source.get_state())
-    checkpointer.save(0, state, dataclasses.asdict(host))
+    checkpointer.save(0, state, host_item(0))
   else:
     state, saved = checkpointer.restore(latest, setup.abstract)
     host = HostState(**saved)
@@ -316,9 +340,12 @@ def train(workdir: str,
       at_end = step >= train_steps
       do_eval = eval_every and (step % eval_every == 0 or at_end)
       do_ckpt = step % every == 0 or at_end
-      if not (step % log_every == 0 or do_eval or do_ckpt or preemption.requested
-              or at_end):
+      # On one process SIGTERM makes the next step a sync; on several, the hosts sync at
+      # the same steps whatever each has seen, and decide together there.
+      if not (step % log_every == 0 or do_eval or do_ckpt or at_end or
+              (preemption.requested and not multiprocess)):
         continue
+      stop = preemption.agreed()
 
       # Sync: fetch metrics, run the guard, then log / eval / checkpoint.
       # A multi-step call's metrics are fetched once (jax caches an array's host copy),
@@ -380,10 +407,10 @@ def train(workdir: str,
       last_sync_time, last_sync_tokens, last_sync_step = now, host.tokens, step
       last_sync_flops = host.flops.get(MFU_CONVENTION, 0.0)
 
-      if do_ckpt or preemption.requested:
+      if do_ckpt or stop:
         host.data = source.get_state()
-        checkpointer.save(step, state, dataclasses.asdict(host))
-      if preemption.requested and not at_end:
+        checkpointer.save(step, state, host_item(step))
+      if stop and not at_end:
         preempted = True
         break
   writer.flush()

@@ -45,6 +45,13 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f]
 
 
+def tensorboard_steps(workdir: str, tag: str = 'train_loss') -> list[int]:
+  """The steps of `tag`'s events in the run's TensorBoard files, in file order."""
+  from research.train import metrics  # pylint: disable=g-import-not-at-top
+  return [e.step for e in metrics.read_events(os.path.join(workdir, 'tensorboard'))
+          if any(v.tag == tag for v in e.summary.value)]
+
+
 @gin.configurable
 def faulty_source(nan_at: tuple = (), pause_at: int = -1, slow_after: int = -1,
                   release_file: str = '', omit: tuple = (), **kwargs):

@@ -48,6 +48,7 @@ CheckpointConfig.async_save = False
   got = helpers.read_metrics(workdir)
   want = helpers.read_metrics(clean_dir)
   assert [r['step'] for r in got] == list(range(1, 11))
+  assert helpers.tensorboard_steps(workdir) == list(range(1, 11))  # 5 and 6 once each
   for key in ('train_loss', 'grad_norm', 'learning_rate', 'tokens', 'flops'):
     assert [r[key] for r in got] == [r[key] for r in want], key
   got_params, want_params = _final_params(workdir, 10), _final_params(clean_dir, 10)

@@ -73,6 +73,8 @@ faulty_source.nan_at = (5,)
   rows = helpers.read_metrics(str(tmp_path))
   # Every 3 steps plus each checkpoint step; each logged once although 5 and 6 ran twice.
   assert [r['step'] for r in rows] == [3, 4, 6, 8, 9, 10]
+  # TensorBoard too: the rollback dropped the events of step 6's first pass.
+  assert helpers.tensorboard_steps(str(tmp_path)) == [3, 4, 6, 8, 9, 10]
   assert all(np.isfinite(r['train_loss']) for r in rows)
   assert rows[-1]['guard_events'] == 1
 
