@@ -26,6 +26,7 @@ def depth_width_sizes(depths: Sequence[int] = (1, 2, 3, 4, 6), width_per_layer: 
   """Model sizes by a shape rule: d_model = width_per_layer * depth (aspect ratio fixed).
 
   `widths`, if given, pairs with `depths` instead of the rule. Names are 'L<depth>d<width>'.
+  Widths are multiples of head_dim, or below it (then one head).
   Kaplan et al. (2020) found loss nearly flat over d_model / n_layer in [20, 200]; the
   default 64 is inside it. `per_size`, if given, pairs with `depths` too: more gin
   parameters of each size (a learning rate or init tuned per size), which come after the
@@ -40,12 +41,14 @@ def depth_width_sizes(depths: Sequence[int] = (1, 2, 3, 4, 6), width_per_layer: 
                      'per_size entries')
   sizes = {}
   for depth, width, extra in zip(depths, widths, per_size):
-    if width % head_dim:
+    # A width below head_dim is one head of that width (the smallest models of a grid).
+    heads = max(1, width // head_dim)
+    if width % head_dim and width > head_dim:
       raise SweepError(f'depth_width_sizes: d_model {width} is not a multiple of '
                        f'head_dim {head_dim}')
     sizes[f'L{depth}d{width}'] = {
         'TransformerConfig.num_layers': depth, 'TransformerConfig.d_model': width,
-        'TransformerConfig.num_heads': width // head_dim,
+        'TransformerConfig.num_heads': heads,
         'TransformerConfig.d_ff': ff_ratio * width, **dict(extra)}
   return sizes
 

@@ -210,7 +210,7 @@ def plan(config: SweepConfig, device_count: Optional[Callable[[], int]] = None
               low, high = config.tokens_per_param
               ratio = steps * tokens_per_step / n_params
               if not low <= ratio <= high:
-                skipped.append((run_id, f'{ratio:.0f} tokens per parameter, outside '
+                skipped.append((run_id, f'{ratio:.3g} tokens per parameter, outside '
                                         f'tokens_per_param [{low:g}, {high:g}]'))
                 continue
             rule_bindings = []

@@ -419,3 +419,11 @@ def test_fixed_warmup_replaces_the_fraction():
       [f'make_schedule.warmup_steps = {max(1, int(0.1 * p.train_steps))}'] for p in scaled]
   with pytest.raises(sweeps.SweepError, match='warmup_steps'):
     _config(warmup_steps=-1)
+
+
+def test_widths_below_head_dim_are_one_head():
+  sizes = sweeps.depth_width_sizes(depths=(1, 1), widths=(4, 16), head_dim=8)
+  assert sizes['L1d4']['TransformerConfig.num_heads'] == 1
+  assert sizes['L1d16']['TransformerConfig.num_heads'] == 2
+  with pytest.raises(sweeps.SweepError, match='multiple of head_dim'):
+    sweeps.depth_width_sizes(depths=(1,), widths=(12,), head_dim=8)
