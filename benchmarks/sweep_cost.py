@@ -1,22 +1,24 @@
-r"""What a sweep will cost here: each run's start-up overhead and seconds per step, measured.
+r"""What a sweep will cost here: its runs' start-up and step times, measured, and the sweep's
+wall time and useful FLOP/s projected from them.
 
   python benchmarks/sweep_cost.py --gin_file=gin_configs/sweeps/quickstart.gin \
-      [--parallel=2] [--steps=10,310] [--variant_bindings="trainer.train.steps_per_call = 1"]
+      [--parallel=2] [--steps=10,310] [--measure=3]
 
-For the smallest and the largest model of the sweep, times `python -m research.train` at two
-step counts (same config otherwise) and solves wall = overhead + steps x step_seconds. The
-step time of the sizes in between is interpolated linearly in FLOPs per step; the projected
-sweep wall time is sum(run times) / parallel (longest-first packing is close to that when
-runs are many; the 7 extra evaluations and 3 checkpoints of a real run are not in it).
-Every run's CPU time (user + system) is projected the same way: on shared cores, a run's
-wall time grows with the other processes' load, its CPU time much less, so CPU seconds /
-cores is the wall time an idle machine would take with every core busy (as --parallel=2
-keeps both cores of a 2-core machine). The sweep's useful FLOP/s is its total compute C (the sweep's flops_convention, 6N for the
-quickstart) over that wall time. --variant_bindings projects a second sweep whose runs take
-those bindings too, timed in turns with the first (run by run), and prints the ratio of
-their useful FLOP/s. The machine load is printed beside the numbers: on shared cores, the
-projection is only as good as the load was steady.
+For `--measure` sizes of the sweep (the cheapest, the dearest and those between, evenly in
+log FLOPs per token) it times `python -m research.train` with the point's own command three
+times, sharing one fresh compilation cache as a sweep's runs do: `low` steps on the empty
+cache (a size's first run: everything compiles), `low + 1` steps (a later budget of the same
+size: only the train step, whose schedule differs, compiles) and `high` steps. The last two
+give the step time and the warm start-up, the first the cold start-up. Each point of the
+sweep then costs its size's start-up (cold for the first run of a size, warm after) plus its
+steps times the step time, both interpolated in log FLOPs per token between the measured
+sizes. The runs are packed as the sweep starts them (dearest first, `--parallel` at a time);
+the sweep's useful FLOP/s is its total compute C (the sweep's flops_convention) over that
+wall time. CPU time (user + system) is projected the same way: on shared cores a run's wall
+time follows the other processes' load, its CPU time much less. The machine load is printed
+beside the numbers.
 """
+import heapq
 import os
 import resource
 import subprocess
@@ -24,6 +26,7 @@ import tempfile
 import time
 
 from absl import flags
+import numpy as np
 
 from research import cli
 from research import sweeps
@@ -34,26 +37,66 @@ _GIN_FILE = flags.DEFINE_multi_string('gin_file', [], 'Sweep gin file(s).')
 _PARALLEL = flags.DEFINE_integer('parallel', 2, 'Runs at once in the projected sweep.')
 _STEPS = flags.DEFINE_list(
     'steps', ['10', '310'], 'The two step counts timed (300 steps apart: a 9k-parameter '
-    'step is 8 ms of CPU, and a run\'s start-up varies by tenths of a second).')
-_VARIANT = flags.DEFINE_multi_string(
-    'variant_bindings', [], 'Gin bindings added to every run of a second projected sweep '
-    '(e.g. "trainer.train.steps_per_call = 1" for the quickstart as it was), timed in turns '
-    'with the first.')
+    'step is a few ms of CPU, and a run\'s start-up varies by tenths of a second).')
+_MEASURE = flags.DEFINE_integer('measure', 3, 'Sizes timed (at least 2: the cheapest and '
+                                'the dearest per token).')
 
 
-def _timed_run(cmd_template: list[str], steps: int) -> float:
+def _children_cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return usage.ru_utime + usage.ru_stime
+
+
+def _timed_run(cmd_template: list[str], steps: int, cache: str) -> tuple[float, float]:
+  """(wall, CPU) seconds of one run of `steps` steps in a fresh run directory."""
   with tempfile.TemporaryDirectory() as workdir:
-    cmd = [c for c in cmd_template if not c.startswith(('--workdir=', '--gin_bindings=TRAIN'))]
-    cmd += [f'--gin_bindings=TRAIN_STEPS = {steps}', f'--workdir={workdir}']
+    cmd = [c for c in cmd_template if not c.startswith(
+        ('--workdir=', '--gin_bindings=TRAIN_STEPS', '--compilation_cache_dir='))]
+    cmd += [f'--gin_bindings=TRAIN_STEPS = {steps}', f'--compilation_cache_dir={cache}',
+            f'--workdir={workdir}']
     cpu = _children_cpu_seconds()
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env=executors.child_env())
     return time.perf_counter() - start, _children_cpu_seconds() - cpu
 
 
-def _children_cpu_seconds() -> float:
-  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-  return usage.ru_utime + usage.ru_stime
+def measure(cmd: list[str], low: int, high: int) -> dict:
+  """{'wall'|'cpu': (cold start-up, warm start-up, seconds per step)} of one size."""
+  with tempfile.TemporaryDirectory() as cache:
+    runs = [_timed_run(cmd, steps, cache) for steps in (low, low + 1, high)]
+  out = {}
+  for i, kind in enumerate(('wall', 'cpu')):
+    t_cold, t_warm, t_high = (r[i] for r in runs)
+    step_s = max(t_high - t_warm, 0.0) / (high - low - 1)
+    out[kind] = (max(t_cold - low * step_s, 0.0), max(t_warm - (low + 1) * step_s, 0.0), step_s)
+  return out
+
+
+def interpolate(measured: dict, x: float) -> np.ndarray:
+  """(cold, warm, step) at FLOPs per token x, piecewise linear in log x (held at the ends)."""
+  xs = sorted(measured)
+  table = np.array([measured[k] for k in xs])
+  return np.array([np.interp(np.log(x), np.log(xs), table[:, j]) for j in range(3)])
+
+
+def run_seconds(points, measured: dict) -> list[float]:
+  """Each point's projected seconds, in the sweep's order: cold start-up for the first run
+  of each size the sweep starts, warm for the others."""
+  seen, out = set(), []
+  for p in points:
+    cold, warm, step_s = interpolate(measured, p.flops_per_token)
+    out.append((warm if p.size in seen else cold) + p.train_steps * step_s)
+    seen.add(p.size)
+  return out
+
+
+def packed_wall(durations: list[float], parallel: int) -> float:
+  """Wall time of running `durations` in order, `parallel` at a time (each starts when a
+  slot frees)."""
+  slots = [0.0] * parallel
+  for d in durations:
+    heapq.heappush(slots, heapq.heappop(slots) + d)
+  return max(slots)
 
 
 def main(argv):
@@ -63,67 +106,41 @@ def main(argv):
     steps = sorted(int(s) for s in _STEPS.value)
   except ValueError:
     steps = []
-  if len(steps) != 2 or steps[0] < 1 or steps[0] == steps[1]:
+  if len(steps) != 2 or steps[0] < 1 or steps[1] - steps[0] < 2:
     cli.usage_error(PROG, f'--steps must be two different positive step counts, got '
                           f'{_STEPS.value}')
   cli.require_positive(PROG, **{'--parallel': _PARALLEL.value})
+  if _MEASURE.value < 2:
+    cli.usage_error(PROG, f'--measure must be at least 2, got {_MEASURE.value}')
   config, _ = sweeps.load_config(_GIN_FILE.value, [])  # SweepError: exit 2
   points, _ = sweeps.plan(config, sweeps.local_device_count)  # SweepError: exit 2
-  by_cost = sorted(points, key=lambda p: p.flops_per_token)
-  variants = {'base': []}
-  if _VARIANT.value:
-    variants['variant'] = [f'--gin_bindings={b}' for b in _VARIANT.value]
-  measured = {name: {} for name in variants}
+  # The sweep's own order: the dearest runs first (research/sweeps/launch.py).
+  points = sorted(points, key=lambda p: -p.flops_per_token * p.tokens)
+  by_cost = sorted({p.size: p for p in points}.values(), key=lambda p: p.flops_per_token)
+  picks = np.unique(np.round(np.linspace(0, len(by_cost) - 1,
+                                         min(_MEASURE.value, len(by_cost)))).astype(int))
   print(f'load average before: {os.getloadavg()}')
-  for point in (by_cost[0], by_cost[-1]):
-    cmd = sweeps.command(config, point, '/unused')
-    for name, extra in variants.items():
-      measured[name][point.flops_per_token] = _measure(cmd + extra, steps, point, name)
+  measured = {'wall': {}, 'cpu': {}}
+  for i in picks:
+    point = by_cost[i]
+    m = measure(sweeps.command(config, point, os.path.join(tempfile.gettempdir(), 'unused')),
+                *steps)
+    for kind in ('wall', 'cpu'):
+      measured[kind][point.flops_per_token] = m[kind]
+      cold, warm, step_s = m[kind]
+      print(f'{point.size:6s} N={point.n_params:>8,d} {kind:4s} start-up {cold:5.1f} s cold, '
+            f'{warm:5.1f} s warm, {step_s * 1e3:6.1f} ms/step  load {os.getloadavg()[0]:.1f}')
   print(f'load average after: {os.getloadavg()}')
   compute = sum(p.flops_per_token * p.tokens for p in points)
+  wall = packed_wall(run_seconds(points, measured['wall']), _PARALLEL.value)
+  cpu = sum(run_seconds(points, measured['cpu']))
   cores = os.cpu_count()
-  rates = {}
-  for name in variants:
-    total = _projected_run_seconds(points, {x: m[0] for x, m in measured[name].items()})
-    cpu = _projected_run_seconds(points, {x: m[1] for x, m in measured[name].items()})
-    wall = total / _PARALLEL.value
-    rates[name] = (compute / wall, compute / (cpu / cores))
-    print(f'{name}: {len(points)} runs, {sum(p.train_steps for p in points):,d} steps, '
-          f'C = {compute:.3g} FLOPs ({config.flops_convention}): projected '
-          f'{total / 60:.1f} min of run time, {wall / 60:.1f} min wall at '
-          f'--parallel={_PARALLEL.value}, {rates[name][0] / 1e9:.1f} GFLOP/s useful; '
-          f'{cpu / 60:.1f} CPU min, {cpu / cores / 60:.1f} min on {cores} idle cores, '
-          f'{rates[name][1] / 1e9:.1f} GFLOP/s useful')
-  if 'variant' in rates:
-    (base_wall, base_cpu), (var_wall, var_cpu) = rates['base'], rates['variant']
-    print(f'base / variant useful FLOP/s: {base_wall / var_wall:.2f}x by wall time, '
-          f'{base_cpu / var_cpu:.2f}x by CPU time')
-
-
-def _measure(cmd, steps, point, name):
-  """((start-up, seconds per step) in wall time, the same in CPU time) of one run command,
-  from two step counts."""
-  low, high = steps
-  (t_low, c_low), (t_high, c_high) = _timed_run(cmd, low), _timed_run(cmd, high)
-  fits = []
-  for kind, at_low, at_high in (('wall', t_low, t_high), ('CPU', c_low, c_high)):
-    step_s = max(at_high - at_low, 0.0) / (high - low)
-    overhead = max(at_low - low * step_s, 0.0)
-    fits.append((overhead, step_s))
-    print(f'{name:8s} {point.size:6s} N={point.n_params:>7,d} {kind:4s} start-up '
-          f'{overhead:5.1f} s {step_s * 1e3:6.1f} ms/step ({low} steps {at_low:.1f} s, '
-          f'{high} steps {at_high:.1f} s)  load {os.getloadavg()[0]:.1f}')
-  return fits
-
-
-def _projected_run_seconds(points, measured):
-  """Sum of every run's start-up + steps x step time, interpolated in FLOPs per token."""
-  (x0, (o0, s0)), (x1, (o1, s1)) = sorted(measured.items())
-  total = 0.0
-  for p in points:
-    frac = 0.0 if x1 == x0 else (p.flops_per_token - x0) / (x1 - x0)
-    total += (o0 + frac * (o1 - o0)) + p.train_steps * (s0 + frac * (s1 - s0))
-  return total
+  print(f'{len(points)} runs, {sum(p.train_steps for p in points):,d} steps, C = {compute:.3g} '
+        f'FLOPs ({config.flops_convention})')
+  print(f'projected wall time at --parallel={_PARALLEL.value}: {wall / 60:.1f} min, '
+        f'{compute / wall / 1e9:.1f} GFLOP/s useful')
+  print(f'projected CPU time: {cpu / 60:.1f} min, {cpu / cores / 60:.1f} min on {cores} idle '
+        f'cores, {compute / (cpu / cores) / 1e9:.1f} GFLOP/s useful')
 
 
 if __name__ == '__main__':

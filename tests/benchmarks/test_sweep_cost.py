@@ -1,0 +1,31 @@
+"""sweep_cost.py's projection: packing, interpolation, and cold versus warm start-ups."""
+import collections
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), 'benchmarks'))
+import sweep_cost  # noqa: E402  pylint: disable=wrong-import-position
+
+P = collections.namedtuple('P', 'size flops_per_token train_steps')
+
+
+def test_packing_starts_each_run_when_a_slot_frees():
+  assert sweep_cost.packed_wall([5, 3, 3, 1], 2) == 6      # 5 | 3+3; the 1 after the 5
+  assert sweep_cost.packed_wall([5, 3, 3, 1], 1) == 12
+  assert sweep_cost.packed_wall([4], 8) == 4
+
+
+def test_interpolation_is_linear_in_log_flops_and_held_at_the_ends():
+  measured = {1e4: (10.0, 4.0, 0.01), 1e6: (20.0, 8.0, 0.21)}
+  assert list(sweep_cost.interpolate(measured, 1e5)) == pytest.approx([15.0, 6.0, 0.11])
+  assert list(sweep_cost.interpolate(measured, 1e3)) == pytest.approx([10.0, 4.0, 0.01])
+  assert list(sweep_cost.interpolate(measured, 1e7)) == pytest.approx([20.0, 8.0, 0.21])
+
+
+def test_first_run_of_a_size_starts_cold_the_others_warm():
+  measured = {1e4: (10.0, 4.0, 0.01), 1e6: (10.0, 4.0, 0.01)}
+  points = [P('a', 1e4, 100), P('b', 1e6, 100), P('a', 1e4, 200)]
+  assert sweep_cost.run_seconds(points, measured) == pytest.approx([11.0, 11.0, 6.0])
