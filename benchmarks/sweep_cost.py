@@ -18,7 +18,6 @@ wall time. CPU time (user + system) is projected the same way: on shared cores a
 time follows the other processes' load, its CPU time much less. The machine load is printed
 beside the numbers.
 """
-import heapq
 import os
 import resource
 import subprocess
@@ -90,15 +89,6 @@ def run_seconds(points, measured: dict) -> list[float]:
   return out
 
 
-def packed_wall(durations: list[float], parallel: int) -> float:
-  """Wall time of running `durations` in order, `parallel` at a time (each starts when a
-  slot frees)."""
-  slots = [0.0] * parallel
-  for d in durations:
-    heapq.heappush(slots, heapq.heappop(slots) + d)
-  return max(slots)
-
-
 def main(argv):
   del argv  # cli.run refuses extra arguments
   cli.require(PROG, gin_file=_GIN_FILE.value)
@@ -115,7 +105,7 @@ def main(argv):
   config, _ = sweeps.load_config(_GIN_FILE.value, [])  # SweepError: exit 2
   points, _ = sweeps.plan(config, sweeps.local_device_count)  # SweepError: exit 2
   # The sweep's own order: the dearest runs first (research/sweeps/launch.py).
-  points = sorted(points, key=lambda p: -p.flops_per_token * p.tokens)
+  points = sweeps.launch_order(points)
   by_cost = sorted({p.size: p for p in points}.values(), key=lambda p: p.flops_per_token)
   picks = np.unique(np.round(np.linspace(0, len(by_cost) - 1,
                                          min(_MEASURE.value, len(by_cost)))).astype(int))
@@ -132,7 +122,7 @@ def main(argv):
             f'{warm:5.1f} s warm, {step_s * 1e3:6.1f} ms/step  load {os.getloadavg()[0]:.1f}')
   print(f'load average after: {os.getloadavg()}')
   compute = sum(p.flops_per_token * p.tokens for p in points)
-  wall = packed_wall(run_seconds(points, measured['wall']), _PARALLEL.value)
+  wall = sweeps.packed_wall(run_seconds(points, measured['wall']), _PARALLEL.value)
   cpu = sum(run_seconds(points, measured['cpu']))
   cores = os.cpu_count()
   print(f'{len(points)} runs, {sum(p.train_steps for p in points):,d} steps, C = {compute:.3g} '

@@ -19,5 +19,5 @@ from research.sweeps.grid import make_run_id
 from research.sweeps.launch import COMPLETION_MARKER, ERROR_FILE, EVENTS_FILE, PLAN_FILE
 from research.sweeps.launch import POINT_FILE, EtaModel, run_sweep
 from research.sweeps.plan import command, frontier_warnings, local_device_count
-from research.sweeps.plan import per_token_cost, plan, plan_notes
+from research.sweeps.plan import launch_order, packed_wall, per_token_cost, plan, plan_notes
 from research.sweeps.plan import load_config, resolve_run

@@ -34,6 +34,13 @@ _MAX_ATTEMPTS = flags.DEFINE_integer('max_attempts', 2,
 _REPORT_EVERY = flags.DEFINE_float('report_every', 30.0, 'Seconds between progress lines.')
 _FIT = flags.DEFINE_bool('fit', False, 'Fit scaling laws to results.csv (research.scaling).')
 _PLAN_ONLY = flags.DEFINE_bool('plan_only', False, 'Print the grid and exit.')
+_FLOPS_PER_SECOND = flags.DEFINE_float(
+    'flops_per_second', None, 'With --plan_only: the useful FLOP/s one run reaches here (in '
+    'the sweep\'s flops_convention; benchmarks/sweep_cost.py or a run\'s metrics measure '
+    'it), to estimate each point\'s and the sweep\'s wall time.')
+_STARTUP_SECONDS = flags.DEFINE_float(
+    'startup_seconds', 0.0, 'With --flops_per_second: seconds each run spends before its '
+    'first step and in its final evaluation.')
 
 
 def _fit(results_csv: str) -> int:
@@ -45,12 +52,22 @@ def _fit(results_csv: str) -> int:
 
 
 def _print_plan(points, skipped) -> None:
+  from research import sweeps  # pylint: disable=g-import-not-at-top
+  rate = _FLOPS_PER_SECOND.value
+  seconds = {p.run_id: _STARTUP_SECONDS.value + p.flops_per_token * p.tokens / rate
+             for p in points} if rate else {}
   for p in points:
     print(f'{p.run_id:48s} N={p.n_params:>10,d} steps={p.train_steps:>6d} '
-          f'tokens={p.tokens:.3g} C={p.flops_per_token * p.tokens:.3g}')
-  from research import sweeps  # pylint: disable=g-import-not-at-top
+          f'tokens={p.tokens:.3g} C={p.flops_per_token * p.tokens:.3g}'
+          + (f' ~{seconds[p.run_id]:.0f} s' if seconds else ''))
   for line in sweeps.plan_notes(points, skipped):
     print(line)
+  if seconds:
+    order = [seconds[p.run_id] for p in sweeps.launch_order(points)]
+    wall = sweeps.packed_wall(order, _PARALLEL.value)
+    print(f'estimated: {sum(order) / 60:.1f} min of runs, {wall / 60:.1f} min wall at '
+          f'--parallel={_PARALLEL.value} ({rate / 1e9:.3g} GFLOP/s per run, '
+          f'{_STARTUP_SECONDS.value:g} s start-up each)')
 
 
 def main(argv: Sequence[str], prog: str = PROG) -> None:
@@ -63,6 +80,10 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
     cli.usage_error(prog, f'--sweep_dir {_SWEEP_DIR.value!r} is a file, not a directory')
   cli.require_positive(prog, **{'--parallel': _PARALLEL.value,
                                 '--max_attempts': _MAX_ATTEMPTS.value})
+  if _FLOPS_PER_SECOND.value is not None:
+    cli.require_positive(prog, **{'--flops_per_second': _FLOPS_PER_SECOND.value})
+  if _STARTUP_SECONDS.value < 0:
+    cli.usage_error(prog, f'--startup_seconds must be >= 0, got {_STARTUP_SECONDS.value}')
   cli.require(prog, gin_file=_GIN_FILE.value)
   # pylint: disable=g-import-not-at-top
   from research import sweeps

@@ -5,6 +5,7 @@ Budgets. A token budget D gives TRAIN_STEPS = round(D / tokens-per-step). An Iso
 gives, for every model size, D = C / FLOPs-per-token(model) under `flops_convention` (the
 trainer's `flops` column is C = 6ND, so '6N' keeps budget and logged FLOPs consistent).
 """
+import heapq
 import os
 import subprocess
 import sys
@@ -257,6 +258,20 @@ def command(config: SweepConfig, point: Point, run_dir: str,
           + [f'--gin_bindings={b}' for b in list(config.run_bindings) + list(point.bindings)]
           + [f'--compilation_cache_dir={cache}', f'--workdir={run_dir}']
           + (['--multihost'] if multihost else []))
+
+
+def packed_wall(durations: Sequence[float], parallel: int) -> float:
+  """Wall time of running `durations` in order, `parallel` at a time, each starting when a
+  slot frees (as run_sweep starts its runs)."""
+  slots = [0.0] * parallel
+  for d in durations:
+    heapq.heappush(slots, heapq.heappop(slots) + d)
+  return max(slots)
+
+
+def launch_order(points: Sequence[Point]) -> list[Point]:
+  """The order run_sweep starts points in: the dearest (most FLOPs) first."""
+  return sorted(points, key=lambda p: -p.flops_per_token * p.tokens)
 
 
 def frontier_warnings(points: Sequence[Point]) -> list[str]:

@@ -12,12 +12,6 @@ import sweep_cost  # noqa: E402  pylint: disable=wrong-import-position
 P = collections.namedtuple('P', 'size flops_per_token train_steps')
 
 
-def test_packing_starts_each_run_when_a_slot_frees():
-  assert sweep_cost.packed_wall([5, 3, 3, 1], 2) == 6      # 5 | 3+3; the 1 after the 5
-  assert sweep_cost.packed_wall([5, 3, 3, 1], 1) == 12
-  assert sweep_cost.packed_wall([4], 8) == 4
-
-
 def test_interpolation_is_linear_in_log_flops_and_held_at_the_ends():
   measured = {1e4: (10.0, 4.0, 0.01), 1e6: (20.0, 8.0, 0.21)}
   assert list(sweep_cost.interpolate(measured, 1e5)) == pytest.approx([15.0, 6.0, 0.11])

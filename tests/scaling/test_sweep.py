@@ -427,3 +427,30 @@ def test_widths_below_head_dim_are_one_head():
   assert sizes['L1d16']['TransformerConfig.num_heads'] == 2
   with pytest.raises(sweeps.SweepError, match='multiple of head_dim'):
     sweeps.depth_width_sizes(depths=(1,), widths=(12,), head_dim=8)
+
+
+def test_packing_starts_each_run_when_a_slot_frees():
+  assert sweeps.packed_wall([5, 3, 3, 1], 2) == 6      # 5 | 3+3; the 1 after the 5
+  assert sweeps.packed_wall([5, 3, 3, 1], 1) == 12
+  assert sweeps.packed_wall([4], 8) == 4
+
+
+def test_plan_only_estimates_each_point_and_the_sweep_from_a_throughput(tmp_path):
+  import subprocess
+  import sys
+  cmd = [sys.executable, '-m', 'research.sweeps', '--gin_file=gin_configs/sweeps/ci.gin',
+         '--plan_only', '--flops_per_second=1e8', '--startup_seconds=5', '--parallel=2']
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  config, _ = sweeps.load_config(['gin_configs/sweeps/ci.gin'], [])
+  points, _ = sweeps.plan(config)
+  seconds = {p.run_id: 5 + p.flops_per_token * p.tokens / 1e8 for p in points}
+  for p in points:
+    line = next(l for l in proc.stdout.splitlines() if l.startswith(p.run_id))
+    assert line.endswith(f'~{seconds[p.run_id]:.0f} s')
+  wall = sweeps.packed_wall([seconds[p.run_id] for p in sweeps.launch_order(points)], 2)
+  assert (f'{sum(seconds.values()) / 60:.1f} min of runs, {wall / 60:.1f} min wall at '
+          '--parallel=2') in proc.stdout
+  bad = subprocess.run(cmd[:4] + ['--flops_per_second=-1'], capture_output=True, text=True,
+                       timeout=300)
+  assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
