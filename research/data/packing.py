@@ -58,6 +58,14 @@ class Packer:
     self.ready.extend(row['examples'] for row in self._open)
     self._open = []
 
+  def take_random(self, n: int, rng: np.random.Generator) -> list[list[dict]]:
+    """n finished rows drawn at random (without replacement); the rest keep their order."""
+    picked = set(rng.choice(len(self.ready), size=min(n, len(self.ready)), replace=False)
+                 .tolist())
+    rows = [r for i, r in enumerate(self.ready) if i in picked]
+    self.ready = [r for i, r in enumerate(self.ready) if i not in picked]
+    return rows
+
   def take(self, n: int) -> list[list[dict]]:
     rows, self.ready = self.ready[:n], self.ready[n:]
     return rows

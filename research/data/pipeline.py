@@ -44,7 +44,8 @@ class Pipeline:
   def __init__(self, source, tokenizer, objective, converter,
                task_feature_lengths: Mapping[str, int], batch_size: int, seed: int = 0,
                shard_index: int = 0, shuffle: bool = True, pack: bool = True,
-               prefetch: int = 2, max_open_rows: int = 8, num_epochs: int | None = None):
+               prefetch: int = 2, max_open_rows: int = 8, num_epochs: int | None = None,
+               shuffle_rows: int = 0):
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     self.source, self.tokenizer, self.objective, self.converter = (
@@ -53,6 +54,9 @@ class Pipeline:
     self.batch_size, self.seed, self.shard_index = batch_size, int(seed), shard_index
     self.shuffle, self.pack, self.prefetch = shuffle, pack, prefetch
     self.max_open_rows, self.num_epochs = max_open_rows, num_epochs
+    if shuffle_rows < 0:
+      raise ValueError(f'shuffle_rows must be >= 0, got {shuffle_rows}')
+    self.shuffle_rows = shuffle_rows if shuffle else 0
     self.group_lengths = converter.group_lengths(self.task_feature_lengths)
     # The tokenizer's sentinel supply bounds a chunk like a length does: an example never
     # runs out of sentinels mid-training (e.g. UL2's r=0.5, mu=3 at 512 needs 128 > 121).
@@ -65,6 +69,8 @@ class Pipeline:
     self._fingerprint = {'seed': self.seed, 'batch_size': batch_size, 'shard': shard_index,
                          'objective': objective.name, 'converter': converter.name,
                          'lengths': sorted(self.task_feature_lengths.items())}
+    if self.shuffle_rows:
+      self._fingerprint['shuffle_rows'] = self.shuffle_rows
     self._thread = None
     self._load({'cursor': {'epoch': 0, 'doc': 0, 'offset': 0, 'example': 0},
                 'packer': {'open': [], 'ready': []}})
@@ -106,7 +112,11 @@ class Pipeline:
 
   def _produce(self):
     c = self._cursor
-    while len(self._packer.ready) < self.batch_size and not self._exhausted:
+    # With shuffle_rows, finished rows pool up to that many and each batch draws its rows at
+    # random from the pool (seeded by the example count, so resumes draw the same): a
+    # document's consecutive chunks then spread over many batches instead of filling a few.
+    target = max(self.batch_size, self.shuffle_rows)
+    while len(self._packer.ready) < target and not self._exhausted:
       if self._doc_tokens is None and not self._next_document():
         self._exhausted = True
         self._packer.flush()
@@ -123,7 +133,11 @@ class Pipeline:
         c['doc'] += 1
         c['offset'] = 0
         self._doc_tokens = None
-    rows = self._packer.take(self.batch_size)
+    if self.shuffle_rows:
+      rng = np.random.default_rng([self.seed, 0x5AFF1E, self.shard_index, c['example']])
+      rows = self._packer.take_random(self.batch_size, rng)
+    else:
+      rows = self._packer.take(self.batch_size)
     if not rows:
       raise StopIteration
     rows += [[]] * (self.batch_size - len(rows))  # only the last batch of a finite stream
@@ -244,7 +258,7 @@ def make_pipeline(dataset: str = 'python_stdlib', split: str = 'train', *,
                   shard_index: int = 0, shard_count: int = 1, data_dir: str | None = None,
                   feature_key: str = 'text', pack: bool = True, shuffle: bool = True,
                   prefetch: int = 2, max_open_rows: int = 8,
-                  num_epochs: int | None = None) -> Pipeline:
+                  num_epochs: int | None = None, shuffle_rows: int = 0) -> Pipeline:
   """The training input pipeline for one host.
 
   Args:
@@ -256,13 +270,18 @@ def make_pipeline(dataset: str = 'python_stdlib', split: str = 'train', *,
     family / feature_converter: the model family ('decoder', 'encoder_decoder', 'encoder')
       picks the default converter; feature_converter ('prefix_decoder', ...) overrides it.
     shard_index / shard_count: this host's share (jax.process_index(), jax.process_count()).
+    shuffle_rows: if > 0, batches draw their rows at random from a pool of this many packed
+      rows. Documents are shuffled, but a document's chunks come out in order, so without
+      it a batch of a few rows holds one file (a Python file is ~16 batches of 8 x 128
+      bytes) and a run's last steps fit its last few files.
   """
   source = sources.get_source(dataset, split, data_dir=data_dir, feature_key=feature_key,
                               shard_index=shard_index, shard_count=shard_count)
   return Pipeline(source, _resolve_tokenizer(tokenizer), _resolve_objective(objective),
                   _resolve_converter(family, feature_converter), task_feature_lengths,
                   batch_size, seed=seed, shard_index=shard_index, shuffle=shuffle, pack=pack,
-                  prefetch=prefetch, max_open_rows=max_open_rows, num_epochs=num_epochs)
+                  prefetch=prefetch, max_open_rows=max_open_rows, num_epochs=num_epochs,
+                  shuffle_rows=shuffle_rows)
 
 
 @gin.configurable
@@ -280,7 +299,7 @@ def make_eval_batches(dataset: str = 'python_stdlib', split: str = 'validation',
       objective=objective, tokenizer=tokenizer, family=family,
       feature_converter=feature_converter, seed=seed, shard_index=shard_index,
       shard_count=shard_count, data_dir=data_dir, feature_key=feature_key, pack=pack,
-      shuffle=False, prefetch=0, num_epochs=1)
+      shuffle=False, prefetch=0, num_epochs=1, shuffle_rows=0)
   batches = []
   for batch in pipeline:
     batches.append(batch)

@@ -143,3 +143,50 @@ def test_only_a_prefix_converter_may_give_a_prefix(data_dir):
                  prefetch=0)
   assert prefix.may_have_prefix is True
   assert any(np.any(b['decoder_causal_attention']) for b in _take(prefix, 2))
+
+
+def _rows(batches):
+  """Each row's target tokens as bytes, over a list of batches."""
+  return [b['decoder_target_tokens'][i].tobytes() for b in batches
+          for i in range(b['decoder_target_tokens'].shape[0])]
+
+
+def test_shuffle_rows_mixes_a_pool_and_resumes_exactly(data_dir):
+  small = {'targets': 64}
+  make = lambda **kw: _make(data_dir, task_feature_lengths=small, batch_size=4, **kw)
+  plain, mixed = _take(make(), 60), _take(make(shuffle_rows=64), 40)
+  # Rows of the same stream (at most the pool ahead of it), in another order.
+  assert set(_rows(mixed)) <= set(_rows(plain))
+  assert _rows(mixed)[:16] != _rows(plain)[:16]
+  # A batch of the plain pipeline holds 4 consecutive rows of the stream, a mixed one rows
+  # spread over the pool.
+  order = {r: i for i, r in enumerate(_rows(plain))}
+  spreads = [max(order[r] for r in rows) - min(order[r] for r in rows)
+             for rows in (_rows([b]) for b in mixed[20:]) if all(r in order for r in rows)]
+  assert np.median(spreads) > 8
+  # Resume: the pool is part of the state.
+  p = make(shuffle_rows=64)
+  _take(p, 7)
+  state = json.loads(json.dumps(p.get_state()))
+  p.close()
+  q = make(shuffle_rows=64)
+  q.set_state(state)
+  _assert_same(_take(q, 10), mixed[7:17])
+  q.close()
+  with pytest.raises(ValueError, match='different configuration'):
+    make().set_state(state)
+  with pytest.raises(ValueError, match='shuffle_rows must be >= 0'):
+    make(shuffle_rows=-1)
+
+
+
+def test_eval_batches_never_shuffle_rows(data_dir):
+  import gin
+  kw = dict(task_feature_lengths={'targets': 64}, batch_size=4, num_batches=3,
+            data_dir=data_dir)
+  before = pipeline.make_eval_batches(**kw)
+  gin.parse_config(['make_pipeline.shuffle_rows = 64'])
+  try:
+    _assert_same(pipeline.make_eval_batches(**kw), before)
+  finally:
+    gin.clear_config()
