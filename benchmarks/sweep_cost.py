@@ -29,6 +29,7 @@ import numpy as np
 
 from research import cli
 from research import sweeps
+from research.sweeps import cost
 from research.sweeps import executors
 
 PROG = 'sweep_cost.py'
@@ -71,24 +72,6 @@ def measure(cmd: list[str], low: int, high: int) -> dict:
   return out
 
 
-def interpolate(measured: dict, x: float) -> np.ndarray:
-  """(cold, warm, step) at FLOPs per token x, piecewise linear in log x (held at the ends)."""
-  xs = sorted(measured)
-  table = np.array([measured[k] for k in xs])
-  return np.array([np.interp(np.log(x), np.log(xs), table[:, j]) for j in range(3)])
-
-
-def run_seconds(points, measured: dict) -> list[float]:
-  """Each point's projected seconds, in the sweep's order: cold start-up for the first run
-  of each size the sweep starts, warm for the others."""
-  seen, out = set(), []
-  for p in points:
-    cold, warm, step_s = interpolate(measured, p.flops_per_token)
-    out.append((warm if p.size in seen else cold) + p.train_steps * step_s)
-    seen.add(p.size)
-  return out
-
-
 def main(argv):
   del argv  # cli.run refuses extra arguments
   cli.require(PROG, gin_file=_GIN_FILE.value)
@@ -122,8 +105,8 @@ def main(argv):
             f'{warm:5.1f} s warm, {step_s * 1e3:6.1f} ms/step  load {os.getloadavg()[0]:.1f}')
   print(f'load average after: {os.getloadavg()}')
   compute = sum(p.flops_per_token * p.tokens for p in points)
-  wall = sweeps.packed_wall(run_seconds(points, measured['wall']), _PARALLEL.value)
-  cpu = sum(run_seconds(points, measured['cpu']))
+  wall = sweeps.packed_wall(cost.run_seconds(points, measured['wall']), _PARALLEL.value)
+  cpu = sum(cost.run_seconds(points, measured['cpu']))
   cores = os.cpu_count()
   print(f'{len(points)} runs, {sum(p.train_steps for p in points):,d} steps, C = {compute:.3g} '
         f'FLOPs ({config.flops_convention})')

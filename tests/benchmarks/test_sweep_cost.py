@@ -1,13 +1,9 @@
 """sweep_cost.py's projection: packing, interpolation, and cold versus warm start-ups."""
 import collections
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), 'benchmarks'))
-import sweep_cost  # noqa: E402  pylint: disable=wrong-import-position
+from research.sweeps import cost as sweep_cost
 
 P = collections.namedtuple('P', 'size flops_per_token train_steps')
 
