@@ -6,6 +6,7 @@ stages, in order: (1) mesh and rules, (2) model, optimizer and state shapes/shar
 (log, eval, checkpoint) happens at a host "sync", the only place values leave the device.
 """
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -137,9 +138,12 @@ def train(workdir: str,
   all-zero `decoder_causal_attention` is dropped in every process). The 'eval' split is
   asked for with evaluation.EVAL_SEED, whatever `seed`: one held-out stream per data config.
 
-  Evaluations (every `eval_every` steps and at the last step) read the first `eval_batches`
-  batches of the held-out stream; the last one reads `final_eval_batches` (default
-  `eval_batches`) and saves its per-sequence losses as runs.FINAL_EVAL_LOSSES.
+  Evaluations (every `eval_every` steps and at the last step) read `eval_batches` batches of
+  the held-out stream; the last one reads the first `final_eval_batches` (default
+  `eval_batches`) and saves its per-sequence losses as runs.FINAL_EVAL_LOSSES. When the
+  final evaluation reads more, the others read `eval_batches` batches spread evenly over
+  those (held in memory after the first evaluation): every evaluation of the curve then
+  estimates the loss the final one measures, instead of the loss of the stream's first files.
 
   steps_per_call > 1 trains up to that many steps in one jitted call (step.make_multi_step),
   for models so small that the host's work per call costs as much as a step. A call never
@@ -246,13 +250,29 @@ def train(workdir: str,
       if index not in skip:
         return index, batch
 
+  held_out = []   # the final evaluation's batches, when intermediate ones sample them
+
+  def eval_batches_for(final: bool):
+    """(iterator of held-out batches, how many to read)."""
+    if final_eval_batches <= eval_batches:
+      return make_source('eval'), final_eval_batches if final else eval_batches
+    if not held_out:
+      source = make_source('eval')
+      held_out.extend(itertools.islice(source, final_eval_batches))
+      if hasattr(source, 'close'):
+        source.close()
+    if final:
+      return iter(held_out), len(held_out)
+    picks = np.linspace(0, len(held_out) - 1, min(eval_batches, len(held_out)))
+    return iter([held_out[i] for i in np.unique(np.round(picks).astype(int))]), eval_batches
+
   def run_eval(final: bool) -> dict:
     start = time.perf_counter()
-    eval_source = make_source('eval')
+    eval_source, count = eval_batches_for(final)
     rows, correct = evaluation.evaluate(
         lambda batch: eval_fn(state.params, parallel.host_batch_to_global(
             batch, _shardings(batch))),
-        eval_source, final_eval_batches if final else eval_batches)
+        eval_source, count)
     if hasattr(eval_source, 'close'):
       eval_source.close()
     if final and is_chief:

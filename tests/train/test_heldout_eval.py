@@ -65,7 +65,8 @@ def test_the_eval_stream_does_not_depend_on_the_run_seed(seed_one_run, clean_run
   workdir, _, calls = seed_one_run
   assert {seed for split, seed in calls if split == 'train'} == {1}
   assert {seed for split, seed in calls if split == 'eval'} == {evaluation.EVAL_SEED}
-  assert len([c for c in calls if c[0] == 'eval']) == 2  # a fresh stream per evaluation
+  # Read once: the final evaluation's 5 batches, which the intermediate one samples.
+  assert len([c for c in calls if c[0] == 'eval']) == 1
   seed_one, seed_zero = _final(workdir), _final(clean_run[0])
   assert len(seed_zero) == 16 and len(seed_one) == 40
   # The same sequences in the same order (the seed-0 run read the first 2 of the 5
@@ -127,3 +128,26 @@ def test_eval_step_rows_add_up_to_the_batch_and_print_their_tokens():
   assert out['loss_sum'].sum() == pytest.approx(float(whole), rel=1e-5)
   prints = out['fingerprint'].tolist()
   assert prints[3] == prints[0] and len(set(prints[:3])) == 3
+
+
+def test_intermediate_evals_sample_the_final_evals_batches_evenly(tmp_path, monkeypatch):
+  seen = []
+  real = evaluation.evaluate
+
+  def recording(step_fn, source, num_batches):
+    batches = list(source)[:num_batches]
+    seen.append([b['decoder_target_tokens'].tobytes() for b in batches])
+    return real(step_fn, iter(batches), num_batches)
+
+  monkeypatch.setattr(evaluation, 'evaluate', recording)
+  helpers.configure('decoder', steps=4, extra="""
+trainer.train.eval_every = 2
+trainer.train.eval_batches = 2
+trainer.train.final_eval_batches = 5
+""")
+  trainer.train(str(tmp_path / 'run'))
+  source = synthetic.synthetic_source('decoder', 8, {'targets': 16}, evaluation.EVAL_SEED,
+                                      split='eval', vocab_size=64)
+  stream = [next(source)['decoder_target_tokens'].tobytes() for _ in range(5)]
+  # Step 2: batches 0 and 4 of the 5 (spread evenly), step 4: all of them.
+  assert seen == [[stream[0], stream[4]], stream]
