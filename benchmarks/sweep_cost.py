@@ -5,8 +5,8 @@ wall time and useful FLOP/s projected from them.
       [--parallel=2] [--steps=10,310] [--measure=3]
 
 For `--measure` sizes of the sweep (the cheapest, the dearest and those between, evenly in
-log FLOPs per token) it times `python -m research.train` with the point's own command three
-times, sharing one fresh compilation cache as a sweep's runs do: `low` steps on the empty
+log FLOPs per token) it times `python -m research.train` with the command of the size's
+longest run three times, sharing one fresh compilation cache as a sweep's runs do: `low` steps on the empty
 cache (a size's first run: everything compiles), `low + 1` steps (a later budget of the same
 size: only the train step, whose schedule differs, compiles) and `high` steps. The last two
 give the step time and the warm start-up, the first the cold start-up. Each point of the
@@ -89,7 +89,13 @@ def main(argv):
   points, _ = sweeps.plan(config, sweeps.local_device_count)  # SweepError: exit 2
   # The sweep's own order: the dearest runs first (research/sweeps/launch.py).
   points = sweeps.launch_order(points)
-  by_cost = sorted({p.size: p for p in points}.values(), key=lambda p: p.flops_per_token)
+  # Each size is timed with the command of its longest run: its evaluations and checkpoints
+  # are as sparse as in most of the sweep's steps (a short run's would tax every timed step).
+  longest = {}
+  for p in points:
+    if p.size not in longest or p.train_steps > longest[p.size].train_steps:
+      longest[p.size] = p
+  by_cost = sorted(longest.values(), key=lambda p: p.flops_per_token)
   picks = np.unique(np.round(np.linspace(0, len(by_cost) - 1,
                                          min(_MEASURE.value, len(by_cost)))).astype(int))
   print(f'load average before: {os.getloadavg()}')
