@@ -70,9 +70,9 @@ def test_per_run_compute_moves_c_to_the_optimum():
 
 
 def test_table_markdown_figure_and_command(tmp_path):
-  a = _sweep_csv(str(tmp_path / 'a'), lr_penalty=0.02)
-  b = _sweep_csv(str(tmp_path / 'b'), lr_penalty=0.01)
-  c = _sweep_csv(str(tmp_path / 'c'))
+  _sweep_csv(str(tmp_path / 'a'), lr_penalty=0.02)
+  _sweep_csv(str(tmp_path / 'b'), lr_penalty=0.01)
+  _sweep_csv(str(tmp_path / 'c'))
   out = tmp_path / 'out'
   proc = subprocess.run(
       [sys.executable, '-m', 'research.scaling.factors', f'--kaplan_setup={tmp_path / "a"}',
@@ -88,7 +88,6 @@ def test_table_markdown_figure_and_command(tmp_path):
   assert (out / 'factors.png').stat().st_size > 10_000
   assert '| lr_rule |' in (out / 'factors.md').read_text()
   assert '| lr_rule |' in proc.stdout
-  del a, b, c
 
 
 def test_command_without_sweeps_fails_with_one_line(tmp_path):
