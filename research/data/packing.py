@@ -60,10 +60,17 @@ class Packer:
 
   def take_random(self, n: int, rng: np.random.Generator) -> list[list[dict]]:
     """n finished rows drawn at random (without replacement); the rest keep their order."""
-    picked = set(rng.choice(len(self.ready), size=min(n, len(self.ready)), replace=False)
-                 .tolist())
-    rows = [r for i, r in enumerate(self.ready) if i in picked]
-    self.ready = [r for i, r in enumerate(self.ready) if i not in picked]
+    picked = sorted(rng.choice(len(self.ready), size=min(n, len(self.ready)),
+                               replace=False).tolist())
+    rows = [self.ready[i] for i in picked]
+    # The rows between the picked ones, by slices: a pool of thousands costs a few list
+    # copies, not a Python loop over the pool per batch.
+    rest, start = [], 0
+    for i in picked:
+      rest += self.ready[start:i]
+      start = i + 1
+    rest += self.ready[start:]
+    self.ready = rest
     return rows
 
   def take(self, n: int) -> list[list[dict]]:
@@ -72,9 +79,11 @@ class Packer:
 
   # State: rows as lists of examples. get_state returns references to the (never mutated)
   # example arrays so that taking it after every batch is cheap; callers turn it into JSON.
+  # A finished row is never changed once in `ready`, so the outer list is copied, not each
+  # row (the pipeline takes this after every batch, and `ready` may pool thousands of rows).
   def get_state(self) -> dict:
     return {'open': [list(r['examples']) for r in self._open],
-            'ready': [list(r) for r in self.ready]}
+            'ready': list(self.ready)}
 
   def set_state(self, state: dict) -> None:
     dec = lambda rows: [[{k: np.asarray(v, np.int32) for k, v in ex.items()} for ex in r]
