@@ -3,7 +3,7 @@ statistical floor the neural scaling curves are read against.
 
   python -m research.baselines.ngram --max_order=6 [--out=ngram.json]
 
-trains one model per order n = 1..max_order on the train split of --dataset and prints,
+trains one model per order n = 1..max_order (--min_order..) on the train split of --dataset and prints,
 for each, the held-out loss in nats and bits per byte and the seconds it took to train;
 --out writes the same as JSON (temp file + rename), which `research-fit --baseline_json`
 draws as horizontal lines on the scaling figures.
@@ -263,10 +263,11 @@ class Result:
 
 
 def measure(train: list[np.ndarray], heldout: list[np.ndarray], max_order: int,
-            eval_chunk: int = 128, log=print) -> list[Result]:
-  """Trains orders 1..max_order, each from scratch and timed alone, and scores heldout."""
+            eval_chunk: int = 128, log=print, min_order: int = 1) -> list[Result]:
+  """Trains orders min_order..max_order, each from scratch and timed alone, and scores
+  heldout."""
   results = []
-  for n in range(1, max_order + 1):
+  for n in range(min_order, max_order + 1):
     start = time.perf_counter()
     model = KneserNeyLM.fit(train, n)
     seconds = time.perf_counter() - start
@@ -281,6 +282,7 @@ def measure(train: list[np.ndarray], heldout: list[np.ndarray], max_order: int,
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('max_order', 6, f'Orders 1..max_order are trained (at most {MAX_ORDER}).')
+flags.DEFINE_integer('min_order', 1, 'The lowest order trained.')
 flags.DEFINE_string('dataset', 'python_stdlib', 'A research.data dataset name.')
 flags.DEFINE_string('data_dir', None, 'TFDS data dir (default: $TFDS_DATA_DIR or '
                     '~/tensorflow_datasets).')
@@ -297,6 +299,9 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
   logging.set_verbosity(logging.WARNING)  # tfds reports every dataset it opens at INFO
   if not 1 <= FLAGS.max_order <= MAX_ORDER:
     cli.usage_error(prog, f'--max_order must be in [1, {MAX_ORDER}], got {FLAGS.max_order}')
+  if not 1 <= FLAGS.min_order <= FLAGS.max_order:
+    cli.usage_error(prog, f'--min_order must be in [1, --max_order={FLAGS.max_order}], got '
+                    f'{FLAGS.min_order}')
   if FLAGS.eval_chunk < 0:
     cli.usage_error(prog, f'--eval_chunk must be >= 0, got {FLAGS.eval_chunk}')
   try:
@@ -312,7 +317,7 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
   print(' n   nats/byte   bits/byte  train s')
   sys.stdout.flush()
   results = measure(train, heldout, FLAGS.max_order, FLAGS.eval_chunk,
-                    log=lambda line: print(line, flush=True))
+                    log=lambda line: print(line, flush=True), min_order=FLAGS.min_order)
   if FLAGS.out:
     runs.write_json_atomic(FLAGS.out, {
         'model': 'interpolated modified Kneser-Ney, bytes + end-of-document',

@@ -242,6 +242,7 @@ def test_command_writes_the_table(tmp_path):
   assert proc.returncode == 0, proc.stderr
   table = json.loads((tmp_path / 'ngram.json').read_text())
   assert [r['order'] for r in table['orders']] == [1, 2, 3]
+  assert all(r['bytes_scored'] == table['orders'][0]['bytes_scored'] for r in table['orders'])
   nats = [r['nats_per_byte'] for r in table['orders']]
   assert nats[0] > nats[1] > nats[2] > 0
   for r in table['orders']:
@@ -251,6 +252,8 @@ def test_command_writes_the_table(tmp_path):
 
 @pytest.mark.parametrize('args, words', [
     (['--max_order=0'], '--max_order must be in [1, 7], got 0'),
+    (['--max_order=8'], '--max_order must be in [1, 7], got 8'),
+    (['--min_order=4', '--max_order=3'], '--min_order must be in [1, --max_order=3], got 4'),
     (['--dataset=text_files:/nonexistent/corpus'], '/nonexistent/corpus'),
     (['--dataset=no_such_dataset'], "'no_such_dataset'"),
 ])
