@@ -3,13 +3,14 @@ statistical floor the neural scaling curves are read against.
 
   python -m research.baselines.ngram --max_order=6 [--out=ngram.json]
 
-trains one model per order n = 1..max_order (--min_order..) on the train split of --dataset and prints,
-for each, the held-out loss in nats and bits per byte and the seconds it took to train;
+trains one model per order n = --min_order (1) .. --max_order on the train split of
+--dataset and prints, for each, the held-out loss in nats and bits per byte and the seconds
+it took to train;
 --out writes the same as JSON (temp file + rename), which `research-fit --baseline_json`
 draws as horizontal lines on the scaling figures.
 
 The smoothing is Chen & Goodman (1998), "An Empirical Study of Smoothing Techniques for
-Language Modeling", TR-10-98, sec. 3 (eq. 17-19, and the discounts of eq. 26):
+Language Modeling", TR-10-98, sec. 3 (modified Kneser-Ney and its estimated discounts):
 
   p(w | h) = [max(c(hw) - D(c(hw)), 0) + gamma(h) * p(w | h')] / sum_v c(hv)
   gamma(h) = D1 N1(h.) + D2 N2(h.) + D3+ N3+(h.)
@@ -59,7 +60,6 @@ from research import runs
 
 PROG = 'research.baselines.ngram'
 
-NUM_BYTES = 256
 EOS_ID = 256          # end of document: predicted
 BYTE_VOCAB = 257      # the symbols a byte model predicts: bytes and EOS
 MAX_ORDER = 7         # (vocab + 1) ** order must fit an int64 for vocabularies up to 257
@@ -80,11 +80,12 @@ class _Order:
 
 
 def discounts(n1: int, n2: int, n3: int, n4: int) -> tuple[float, float, float]:
-  """(D1, D2, D3+) from the count-of-counts n1..n4 (Chen & Goodman 1998, eq. 26).
+  """(D1, D2, D3+) from the count-of-counts n1..n4 (Chen & Goodman 1998, sec. 3).
 
   Where a ratio is undefined (n_r = 0, so no count equals r and D_r applies only to counts
-  above it, if any), the ratio is taken as 0; each D_r is clipped to [0, r] (KenLM rejects
-  such corpora instead). Any D_r in [0, r] keeps every distribution normalized."""
+  above it, if any), the ratio is taken as 0; each D_r is clipped to [0, r] (KenLM's lmplz
+  stops on a discount out of range unless given --discount_fallback). Any D_r in [0, r]
+  keeps every distribution normalized."""
   y = n1 / (n1 + 2 * n2) if n1 + 2 * n2 > 0 else 0.0
   ratio = lambda a, b: a / b if b > 0 else 0.0
   d = (1 - 2 * y * ratio(n2, n1), 2 - 3 * y * ratio(n3, n2), 3 - 4 * y * ratio(n4, n3))

@@ -1,5 +1,5 @@
 """Interpolated modified Kneser-Ney: normalization, a hand-computed bigram model, and a slow
-per-word implementation of Chen & Goodman (1998) eq. 17-19 and 26 as the reference.
+per-word implementation of Chen & Goodman (1998, sec. 3) as the reference.
 
 No KenLM here: `pip install kenlm` installs only its query module, and estimating needs its
 `lmplz` binary; the reference below is written from the paper instead, independently of
