@@ -182,6 +182,8 @@ class KneserNeyLM:
     contexts = contexts[:, contexts.shape[1] - (self.order - 1):]
     if len(targets) and (targets.min() < 0 or targets.max() >= self.vocab_size):
       raise ValueError(f'targets must be in [0, {self.vocab_size})')
+    if contexts.size and (contexts.min() < 0 or contexts.max() > self.bos_id):
+      raise ValueError(f'contexts must be in [0, {self.bos_id}] (bos_id {self.bos_id})')
     p = np.full(len(targets), 1.0 / self.vocab_size)
     ctx_code = np.zeros(len(targets), np.int64)
     for k, t in enumerate(self.tables, start=1):

@@ -177,7 +177,7 @@ TEXT = ('def add(a, b):\n    return a + b\n\n\nclass Point:\n    """A point."""\
         '    def __init__(self, x, y):\n        self.x, self.y = x, y\n')
 
 
-@pytest.mark.parametrize('order', [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize('order', [1, 2, 3, 4, 5, 6, 7])
 def test_every_context_sums_to_one(order):
   model = ngram.KneserNeyLM.fit(ngram.byte_documents([TEXT, TEXT[::-1], 'x = 1\n']), order)
   contexts = [b'', b'def', b'    ', b'self.', b'zzzzz', b'\xff\xfe\x00', b'return a + ',
@@ -220,6 +220,11 @@ def test_bad_library_input():
     ngram.KneserNeyLM.fit([np.array([], np.int64)], 3)
   with pytest.raises(ValueError, match='out of'):
     ngram.KneserNeyLM.fit([np.array([1, 300])], 2)
+  model = ngram.KneserNeyLM.fit([np.array([1, 2, 3])], 2)
+  with pytest.raises(ValueError, match='contexts must be in'):
+    model.log_probs(np.array([[ngram.BYTE_VOCAB + 1]]), np.array([1]))
+  with pytest.raises(ValueError, match='targets must be in'):
+    model.log_probs(np.array([[1]]), np.array([ngram.BYTE_VOCAB]))
 
 
 def _cli(tmp_path, *args):
