@@ -57,3 +57,38 @@ def test_the_scaling_fits_launch_no_process():
   for path in glob.glob(os.path.join(ROOT, 'research', 'scaling', '*.py')):
     imported = {m.split('.')[0] for m in _imports(_tree(path))}
     assert not imported & {'subprocess', 'submitit', 'multiprocessing'}, path
+
+
+# The rooms of docs/design.md's import table that other rooms read as data only: the
+# scaling fits take the n-gram baseline as a JSON table, never by importing it. Top-level
+# helpers (cli, runs, heldout) are shared by every room.
+_ALLOWED = {
+    'scaling': {'scaling', 'runs', 'heldout', 'cli'},
+    'baselines': {'baselines', 'data', 'runs', 'cli'},
+}
+
+
+def _research_names(tree):
+  """The research modules a file imports: 'data' for `from research.data import x` and for
+  `from research import data`."""
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names = ([f'research.{a.name}' for a in node.names] if node.module == 'research'
+               else [node.module])
+    else:
+      continue
+    for name in names:
+      parts = name.split('.')
+      if parts[0] == 'research' and len(parts) > 1:
+        yield parts[1]
+
+
+@pytest.mark.parametrize('package', sorted(_ALLOWED))
+def test_package_imports_follow_the_design_table(package):
+  paths = glob.glob(os.path.join(ROOT, 'research', package, '*.py'))
+  assert paths
+  for path in paths:
+    extra = set(_research_names(_tree(path))) - _ALLOWED[package]
+    assert not extra, (os.path.relpath(path, ROOT), extra)

@@ -5,7 +5,9 @@ writes fits.json and figures.
 
 (`research-fit` once installed.) --results is a sweep's results.csv (docs/design.md) or a
 published table with columns n_params, tokens, loss (then only Approach 3 and Kaplan
-L(N, D), L(N) are fitted).
+L(N, D), L(N) are fitted). --baseline_json=ngram.json (the table of `python -m
+research.baselines.ngram --out=ngram.json`) draws its best --baseline_orders orders as dashed
+horizontal lines on the loss axes of kaplan_fig1, chinchilla_fig2 and chinchilla_fig3.
 """
 from typing import Sequence
 
@@ -32,6 +34,9 @@ flags.DEFINE_float('corpus_tokens', None, 'Tokens in the training corpus: runs t
                    'more than --max_epochs times are left out of the final points, named.')
 flags.DEFINE_float('max_epochs', 4.0, 'Epochs past which repeated data is named and left out '
                    '(Muennighoff et al. 2023: up to ~4 epochs cost almost nothing).')
+flags.DEFINE_string('baseline_json', None, 'An n-gram table (research.baselines.ngram --out) '
+                    'in the loss column\'s units: its best orders become dashed lines.')
+flags.DEFINE_integer('baseline_orders', 3, 'How many of the best n-gram orders to draw.')
 flags.mark_flags_as_required(['results', 'out'])
 
 
@@ -45,6 +50,12 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
   from research.scaling import summary
   from research.scaling import table as table_lib
   # pylint: enable=g-import-not-at-top
+  baselines = ()
+  if FLAGS.baseline_json:
+    try:
+      baselines = plots.read_baselines(FLAGS.baseline_json, FLAGS.baseline_orders)
+    except ValueError as e:
+      cli.usage_error(prog, f'--baseline_json: {e}')
   cols = table_lib.Columns(loss=FLAGS.loss_column, flops=FLAGS.flops_column,
                            params=FLAGS.params_column, kaplan_params=FLAGS.kaplan_params_column)
   try:
@@ -70,7 +81,10 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
     if fr is not None:
       print(f'{name}: ' + ' '.join(f'{k}={v.value:.4g} [{v.lo:.4g}, {v.hi:.4g}]'
                                    for k, v in fr.estimates().items()))
-  for path in plots.save_all(tab, fits, FLAGS.out, project_to=cfg.budgets):
+  for label, loss in baselines:
+    print(f'baseline {label}: {loss:.4f}')
+  for path in plots.save_all(tab, fits, FLAGS.out, project_to=cfg.budgets,
+                             baselines=baselines):
     print(f'wrote {path}')
   print(f'wrote {FLAGS.out}/fits.json')
   print(summary.summary_text(out))

@@ -13,10 +13,14 @@ writes the PNGs.
 The N_opt(C), D_opt(C) panels draw the bootstrap 95% band of each fitted line and, for the
 budgets in `project_to`, the line extended to them with the projected optimum marked (as Fig. 3
 of Hoffmann et al. projects to Gopher's budget).
+Baselines (`read_baselines`: the n-gram table of research/baselines/ngram.py, passed as data)
+are dashed horizontal lines on every axis whose y is the loss: Fig. 1, Fig. 2's training
+curves and Fig. 3's IsoFLOP profiles.
 """
+import json
 import os
 import textwrap
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -29,6 +33,40 @@ from research.scaling import frontier
 from research.scaling import laws
 from research.scaling.report import Fits
 from research.scaling.table import ScalingTable
+
+# (label, loss): one dashed horizontal line, in the units of the table's loss column.
+Baseline = Tuple[str, float]
+_BASELINE_STYLES = ((0, (5, 2)), (0, (2, 2)), (0, (6, 2, 1, 2)), (0, (1, 1)))
+
+
+def read_baselines(path: str, count: int = 3) -> List[Baseline]:
+  """The `count` best orders of an n-gram table (`python -m research.baselines.ngram
+  --out=PATH`) as [('n-gram, n=k', nats per byte), ...], best first.
+
+  Its loss is nats per token of the byte tokenizer on the same held-out split, the unit of a
+  byte-level sweep's eval_loss (docs/ngram.md); a sweep with another tokenizer would need
+  them converted first. Raises ValueError naming the file if it is missing or not such a
+  table."""
+  if count < 1:
+    raise ValueError(f'baseline count must be >= 1, got {count}')
+  try:
+    with open(path) as f:
+      orders = json.load(f)['orders']
+    rows = sorted((float(r['nats_per_byte']), int(r['order'])) for r in orders)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f'baseline table {path!r} unreadable: {e}') from None
+  if not rows:
+    raise ValueError(f'baseline table {path!r} has no orders')
+  return [(f'n-gram, n={n}', loss) for loss, n in rows[:count]]
+
+
+def _baselines(ax, baselines: Sequence[Baseline]):
+  """Dashed horizontal lines, labelled in the axis' legend."""
+  for i, (label, loss) in enumerate(baselines):
+    ax.axhline(loss, color='0.35', lw=1, ls=_BASELINE_STYLES[i % len(_BASELINE_STYLES)],
+               label=f'{label}: {loss:.3f}')
+  if baselines:
+    ax.legend(fontsize=7)
 
 
 def _size_colors(n):
@@ -54,7 +92,7 @@ def _curves(ax, table, x='c', n_col='n'):
   return sm
 
 
-def kaplan_fig1(table: ScalingTable, fits: Fits) -> Figure:
+def kaplan_fig1(table: ScalingTable, fits: Fits, baselines: Sequence[Baseline] = ()) -> Figure:
   fig = Figure(figsize=(13, 4), layout='constrained')
   ax_c, ax_d, ax_n = fig.subplots(1, 3, sharey=True)
   for ax, fit, x, label in ((ax_c, fits.kaplan_c, 'c', 'Compute (FLOPs)'),
@@ -80,6 +118,8 @@ def kaplan_fig1(table: ScalingTable, fits: Fits) -> Figure:
     ax_n.plot(xs, fits.kaplan_n.loss(xs), '--', color='tab:orange', lw=2,
               label=f'L = (N/{fits.kaplan_n.x_c:.2g})^-{fits.kaplan_n.alpha:.3f}')
     ax_n.legend(fontsize=8)
+  for ax in (ax_c, ax_d, ax_n):
+    _baselines(ax, baselines)
   fig.suptitle('Kaplan et al. (2020), Fig. 1')
   return fig
 
@@ -118,7 +158,8 @@ def _opt_panels(ax_n, ax_d, fr: frontier.FrontierFit, project_to: Sequence[float
     ax.legend(fontsize=7)
 
 
-def chinchilla_fig2(table: ScalingTable, fits: Fits, project_to: Sequence[float] = ()) -> Figure:
+def chinchilla_fig2(table: ScalingTable, fits: Fits, project_to: Sequence[float] = (),
+                    baselines: Sequence[Baseline] = ()) -> Figure:
   fig = Figure(figsize=(13, 4), layout='constrained')
   ax, ax_n, ax_d = fig.subplots(1, 3)
   _loglog(ax, 'FLOPs')
@@ -131,11 +172,13 @@ def chinchilla_fig2(table: ScalingTable, fits: Fits, project_to: Sequence[float]
     ax.legend(fontsize=8)
     fig.colorbar(sm, ax=ax, label='Parameters')
     _opt_panels(ax_n, ax_d, fits.approach1, project_to)
+  _baselines(ax, baselines)
   fig.suptitle('Hoffmann et al. (2022), Fig. 2: training curve envelope (Approach 1)')
   return fig
 
 
-def chinchilla_fig3(table: ScalingTable, fits: Fits, project_to: Sequence[float] = ()) -> Figure:
+def chinchilla_fig3(table: ScalingTable, fits: Fits, project_to: Sequence[float] = (),
+                    baselines: Sequence[Baseline] = ()) -> Figure:
   fig = Figure(figsize=(13, 4), layout='constrained')
   ax, ax_n, ax_d = fig.subplots(1, 3)
   ax.set_xscale('log')
@@ -155,6 +198,7 @@ def chinchilla_fig3(table: ScalingTable, fits: Fits, project_to: Sequence[float]
     _note(ax_n, textwrap.fill('Approach 2 skipped: ' + fits.skipped.get('approach2', ''), 45))
     ax_d.set_axis_off()
     ax_n.set_axis_off()
+    _baselines(ax, baselines)
     fig.suptitle('Hoffmann et al. (2022), Fig. 3: IsoFLOP profiles (Approach 2 not fitted)')
     return fig
   prof = frontier.isoflop_parabolas(table.finals.reset_index(drop=True))
@@ -179,6 +223,7 @@ def chinchilla_fig3(table: ScalingTable, fits: Fits, project_to: Sequence[float]
     ax.legend(fontsize=7)
   fig.colorbar(sm, ax=ax, label='FLOP budget')
   _opt_panels(ax_n, ax_d, fits.approach2, project_to)
+  _baselines(ax, baselines)
   fig.suptitle('Hoffmann et al. (2022), Fig. 3: IsoFLOP profiles (Approach 2)')
   return fig
 
@@ -273,20 +318,26 @@ FIGURES = {
     'conventions.png': conventions_fig,
 }
 PROJECTED = ('chinchilla_fig2.png', 'chinchilla_fig3.png')   # take project_to
+WITH_BASELINES = ('kaplan_fig1.png', 'chinchilla_fig2.png', 'chinchilla_fig3.png')
 
 
 def save_all(table: ScalingTable, fits: Fits, out_dir: str,
-             project_to: Sequence[float] = ()) -> List[str]:
+             project_to: Sequence[float] = (),
+             baselines: Sequence[Baseline] = ()) -> List[str]:
   """Write every figure as PNG into out_dir; returns the paths written. The figures describe
-  the table the fits saw (fits.table: without runs left out for repeated data) where set, and
-  the N_opt, D_opt panels are extended to the budgets of project_to."""
+  the table the fits saw (fits.table: without runs left out for repeated data) where set, the
+  N_opt, D_opt panels are extended to the budgets of project_to, and the loss axes carry the
+  baselines as dashed lines."""
   if fits.table is not None:
     table = fits.table
   os.makedirs(out_dir, exist_ok=True)
   paths = []
   for name, make in FIGURES.items():
     path = os.path.join(out_dir, name)
-    fig = make(table, fits, tuple(project_to)) if name in PROJECTED else make(table, fits)
+    kwargs = {'baselines': tuple(baselines)} if name in WITH_BASELINES else {}
+    if name in PROJECTED:
+      kwargs['project_to'] = tuple(project_to)
+    fig = make(table, fits, **kwargs)
     fig.savefig(path, dpi=120)
     paths.append(path)
   return paths

@@ -2,6 +2,7 @@ r"""The sweep command line: a gin grid of model sizes x budgets x families x obj
 
   python -m research.sweeps --gin_file=gin_configs/sweeps/quickstart.gin \
       --sweep_dir=/tmp/quickstart --parallel=2 [--executor=local|slurm|submitit_local] [--fit]
+      [--fit_baseline_json=ngram.json]
 
 (`research-sweep` once installed.) Each grid point trains with `python -m research.train` in
 SWEEP_DIR/<run_id>/. Re-running the same command skips finished runs, resumes interrupted ones
@@ -33,6 +34,10 @@ _MAX_ATTEMPTS = flags.DEFINE_integer('max_attempts', 2,
                                      'Launches per run when a trainer is preempted.')
 _REPORT_EVERY = flags.DEFINE_float('report_every', 30.0, 'Seconds between progress lines.')
 _FIT = flags.DEFINE_bool('fit', False, 'Fit scaling laws to results.csv (research.scaling).')
+_FIT_BASELINE = flags.DEFINE_string(
+    'fit_baseline_json', None, 'With --fit: an n-gram table (python -m '
+    'research.baselines.ngram --out=...) drawn as dashed lines on the fit\'s loss figures '
+    '(research-fit --baseline_json).')
 _PLAN_ONLY = flags.DEFINE_bool('plan_only', False, 'Print the grid and exit.')
 _FLOPS_PER_SECOND = flags.DEFINE_float(
     'flops_per_second', None, 'With --plan_only: the useful FLOP/s one run reaches here (in '
@@ -47,6 +52,8 @@ def _fit(results_csv: str) -> int:
   from research.sweeps import executors  # pylint: disable=g-import-not-at-top
   out = os.path.join(os.path.dirname(results_csv), 'fits')
   cmd = [sys.executable, '-m', 'research.scaling', f'--results={results_csv}', f'--out={out}']
+  if _FIT_BASELINE.value:
+    cmd.append(f'--baseline_json={os.path.abspath(_FIT_BASELINE.value)}')
   logging.info('fitting %s into %s: %s', results_csv, out, ' '.join(cmd[1:]))
   return subprocess.call(cmd, env=executors.child_env())
 
@@ -85,6 +92,8 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
   if _STARTUP_SECONDS.value < 0:
     cli.usage_error(prog, f'--startup_seconds must be >= 0, got {_STARTUP_SECONDS.value}')
   cli.require(prog, gin_file=_GIN_FILE.value)
+  if _FIT_BASELINE.value and not os.path.isfile(_FIT_BASELINE.value):
+    cli.usage_error(prog, f'--fit_baseline_json {_FIT_BASELINE.value!r}: no such file')
   # pylint: disable=g-import-not-at-top
   from research import sweeps
   from research.scaling import results
