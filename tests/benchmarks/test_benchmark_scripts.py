@@ -150,3 +150,17 @@ def test_decode_rejects_bad_flags_before_any_work(args, message):
   lines = (out.stdout + out.stderr).strip().splitlines()
   assert out.returncode == 2 and len(lines) == 1, lines[-20:]  # a wrong command line
   assert lines[0].startswith(message), lines[0]
+
+
+def test_vmap_step_times_the_three_variants():
+  out = _run('vmap_step.py', '--sizes=1x8', '--batch=2', '--models=2', '--calls=1',
+             '--rounds=1')
+  assert re.search(r'^L1d8 N=\s+3,864\s+one model\s+[\d.]+ ms \(\s*[\d.]+ GFLOP/s useful\)'
+                   r'\s+batch x2\s+[\d.]+ ms \(gain [\d.]+x\)\s+vmap x2\s+[\d.]+ ms', out,
+                   re.M), out
+
+
+def test_vmap_step_refuses_a_bad_size():
+  out = subprocess.run([sys.executable, 'benchmarks/vmap_step.py', '--sizes=1by8'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 2 and 'LAYERSxWIDTH' in out.stderr, out.stderr[-500:]
