@@ -28,6 +28,8 @@ def _attention_params(cfg: TransformerConfig) -> int:
 
 
 def _mlp_params(cfg: TransformerConfig) -> int:
+  if cfg.attention_only:
+    return 0
   d, f = cfg.d_model, cfg.ff_hidden
   n_in = 2 if cfg.gated else 1
   n = n_in * d * f + f * d
@@ -42,7 +44,8 @@ def _norm_params(cfg: TransformerConfig) -> int:
 
 def _stack_params(cfg: TransformerConfig, num_layers: int, causal: bool, cross: bool):
   """(non-embedding, position) parameters of one stack."""
-  block = _attention_params(cfg) + _mlp_params(cfg) + 2 * _norm_params(cfg)
+  block = (_attention_params(cfg) + _mlp_params(cfg)
+           + (1 if cfg.attention_only else 2) * _norm_params(cfg))
   if cross:
     block += _attention_params(cfg) + _norm_params(cfg)
   non_embed = num_layers * block + _norm_params(cfg)  # final or embedding norm
@@ -90,6 +93,8 @@ def _attention_forward(cfg: TransformerConfig, q_len: int, kv_len: int) -> int:
 
 
 def _dense_forward(cfg: TransformerConfig, length: int) -> int:
+  if cfg.attention_only:
+    return 0
   return 2 * length * cfg.d_model * cfg.ff_hidden * ((2 if cfg.gated else 1) + 1)
 
 

@@ -49,6 +49,9 @@ class TransformerConfig:
   num_kv_heads: Optional[int] = None  # None: multi-head; 1: multi-query; else GQA
   head_dim: Optional[int] = None  # None: d_model // num_heads
   d_ff: int = 512
+  # No MLP sublayers: the attention-only models of Elhage et al. (2021) and Olsson et al.
+  # (2022), whose circuits (induction heads) can be read off the weights.
+  attention_only: bool = False
   activation: str = 'gelu'
   # LLaMA convention: hidden = multiple_of * ceil((2/3 * d_ff) / multiple_of),
   # which keeps a gated MLP's parameter count equal to an ungated one's.

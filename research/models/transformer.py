@@ -64,7 +64,8 @@ class Block(nn.Module):
       sublayers.append(('cross_attn', lambda y: Attention(
           cfg, is_cross=True, name='cross_attn')(
               y, info, encoded, encoded_info, decode=decode)))
-    sublayers.append(('mlp', lambda y: layers.MLP(cfg, name='mlp')(y)))
+    if not cfg.attention_only:
+      sublayers.append(('mlp', lambda y: layers.MLP(cfg, name='mlp')(y)))
     for name, sublayer in sublayers:
       norm = layers.make_norm(cfg, f'{name}_norm')
       if cfg.norm_position == 'pre':

@@ -19,6 +19,8 @@ CONFIGS = [
     dict(family='encoder', position='learned', norm='layernorm', norm_position='post',
          use_bias=True, activation='gelu_exact'),
     dict(family='encoder', position='alibi', activation='reglu'),
+    dict(attention_only=True),
+    dict(attention_only=True, norm='layernorm', use_bias=True, position='learned'),
 ]
 
 
