@@ -126,7 +126,8 @@ def test_bad_long_context_fields_are_one_line_naming_the_value(fields, message):
   assert message in line and '\n' not in line
 
 
-@pytest.mark.parametrize('impl', ['einsum', 'blocked', 'dot_product'])
+@pytest.mark.parametrize('impl', ['einsum', 'blocked',
+                                  pytest.param('dot_product', marks=pytest.mark.slow)])
 def test_a_window_of_the_full_length_is_full_attention(impl):
   plain = helpers.tiny(position='rope', attention_impl=impl)
   windowed = plain.replace(attention_window=plain.max_length)
@@ -136,8 +137,9 @@ def test_a_window_of_the_full_length_is_full_attention(impl):
                                 helpers.apply(plain, params, feats))
 
 
-@pytest.mark.parametrize('impl', ['einsum', 'blocked'])
-@pytest.mark.parametrize('prefix', [False, True])
+@pytest.mark.parametrize('impl,prefix', [('einsum', False), ('blocked', True),
+                                         pytest.param('blocked', False, marks=pytest.mark.slow),
+                                         pytest.param('einsum', True, marks=pytest.mark.slow)])
 def test_a_windowed_query_sees_exactly_the_last_w_tokens(impl, prefix):
   """One layer: token t reaches the outputs t .. t + W - 1 and no others (in a
   bidirectional prefix also the W - 1 before it)."""
