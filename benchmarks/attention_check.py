@@ -3,7 +3,8 @@ r"""Checks and times the attention implementations against the fp32 reference.
   python benchmarks/attention_check.py [--impls=cudnn,blocked,einsum] [--length=1024]
 
 For each mask kind (one causal sequence per row; two packed causal sequences with
-padding; bidirectional with segments; a prefix-LM prefix) it compares every
+padding; bidirectional with segments; a prefix-LM prefix; a causal sliding window of a
+quarter of the length, which 'cudnn' passes to cuDNN as local_window_size) it compares every
 implementation's output and q/k/v gradients, computed on bf16 inputs (fp32 on CPU),
 with `einsum_attention` on the same inputs upcast to fp32: ||out - ref|| / ||ref|| over
 rows that attend to something. Then it times forward + backward of each. On a GPU,
@@ -29,7 +30,7 @@ _REPEATS = flags.DEFINE_integer('repeats', 10, 'Timed forward + backward passes.
 
 
 def _masks(b: int, t: int):
-  """{kind: (mask [b, 1, t, t], valid query rows [b, t])}."""
+  """{kind: (mask [b, 1, t, t], valid query rows [b, t], {'window': W} or {})}."""
   import jax.numpy as jnp
   from research.models import attention
   index = jnp.broadcast_to(jnp.arange(t), (b, t))
@@ -38,16 +39,17 @@ def _masks(b: int, t: int):
   packed = jnp.where(index < cut, 1, jnp.where(index < pad, 2, 0))
   prefix = index < t // 4
   kinds = {
-      'causal': (ones, True, None),
-      'packed_causal': (packed, True, None),
-      'bidirectional': (packed, False, None),
-      'prefix_lm': (ones, True, prefix),
+      'causal': (ones, True, None, None),
+      'packed_causal': (packed, True, None, None),
+      'bidirectional': (packed, False, None, None),
+      'prefix_lm': (ones, True, prefix, None),
+      'sliding_window': (ones, True, None, t // 4),
   }
   out = {}
-  for kind, (seg, causal, pre) in kinds.items():
+  for kind, (seg, causal, pre, window) in kinds.items():
     mask = attention.make_mask(seg, seg, causal=causal, q_index=index, k_index=index,
-                               q_prefix=pre, k_prefix=pre)
-    out[kind] = (mask, seg != 0)
+                               q_prefix=pre, k_prefix=pre, window=window)
+    out[kind] = (mask, seg != 0, {} if window is None else {'window': window})
   return out
 
 
@@ -71,14 +73,14 @@ def main(argv):
   rng = np.random.default_rng(0)
   failed = False
   rows = []
-  for kind, (mask, valid) in _masks(b, t).items():
+  for kind, (mask, valid, window) in _masks(b, t).items():
     q, k, v, cot = (jnp.asarray(rng.standard_normal(shape), jnp.float32) for shape in
                     ((b, t, h, d), (b, t, g, d), (b, t, g, d), (b, t, h, d)))
     cot = cot * valid[:, :, None, None]  # padding rows' outputs are not compared
 
     # mask and cotangent are arguments, not constants, or XLA folds the attention.
-    def loss(fn, q, k, v, mask, cot):
-      return jnp.sum(fn(q, k, v, mask, None, scale).astype(jnp.float32) * cot)
+    def loss(fn, q, k, v, mask, cot, window=window):
+      return jnp.sum(fn(q, k, v, mask, None, scale, **window).astype(jnp.float32) * cot)
 
     ref = jax.jit(jax.value_and_grad(functools.partial(loss, attention.einsum_attention),
                                      argnums=(0, 1, 2)))
@@ -86,7 +88,8 @@ def main(argv):
     _, ref_grads = ref(q, k, v, mask, cot)
     for impl, fn in impls.items():
       low = [x.astype(dtype) for x in (q, k, v)] + [mask, cot]
-      out = jax.jit(lambda q, k, v, mask: fn(q, k, v, mask, None, scale))(*low[:4])
+      out = jax.jit(lambda q, k, v, mask, fn=fn, window=window: fn(
+          q, k, v, mask, None, scale, **window))(*low[:4])
       out = out.astype(jnp.float32) * valid[..., None, None]
       step = jax.jit(jax.value_and_grad(functools.partial(loss, fn), argnums=(0, 1, 2)))
       _, grads = step(*low)

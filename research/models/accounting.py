@@ -54,6 +54,8 @@ def _stack_params(cfg: TransformerConfig, num_layers: int, causal: bool, cross: 
     position = cfg.max_length * cfg.d_model
   elif cfg.position == 't5_relative':
     position = cfg.relative_num_buckets * cfg.num_heads
+  if cfg.block_positions:  # GLM's position-within-the-blank table
+    position += cfg.max_length * cfg.d_model
   del causal
   return non_embed, position
 

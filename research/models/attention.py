@@ -25,12 +25,19 @@ class SeqInfo(NamedTuple):
   segment_ids: jax.Array  # 0 = padding
   positions: jax.Array
   prefix: Optional[jax.Array] = None  # bool: bidirectional prefix (prefix LM)
+  # GLM's position within a blank (0 outside blanks); read by the embedding only.
+  block_positions: Optional[jax.Array] = None
 
 
 def make_mask(q_seg, k_seg, *, causal: bool, q_index=None, k_index=None,
-              q_prefix=None, k_prefix=None):
+              q_prefix=None, k_prefix=None, window=None):
   """Boolean mask [batch, 1, q, k]: same non-padding segment, and for causal
-  attention key index <= query index unless both tokens lie in the prefix."""
+  attention key index <= query index unless both tokens lie in the prefix.
+
+  With a `window` W (sliding-window attention; needs both indices), also
+  |query index - key index| < W: a causal query sees the last W keys, itself included.
+  Indices, not positions: they count the row's tokens (the cache's slots when decoding),
+  and within a segment they differ by what the positions differ by."""
   mask = ((q_seg[:, :, None] == k_seg[:, None, :])
           & (q_seg[:, :, None] != 0) & (k_seg[:, None, :] != 0))
   if causal:
@@ -38,18 +45,23 @@ def make_mask(q_seg, k_seg, *, causal: bool, q_index=None, k_index=None,
     if q_prefix is not None:
       allowed |= q_prefix[:, :, None] & k_prefix[:, None, :]
     mask &= allowed
+  if window is not None:
+    distance = q_index[:, :, None] - k_index[:, None, :]
+    mask &= (distance < window) & (-distance < window)
   return mask[:, None]
 
 
 def einsum_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
-                     lower_triangular=False):
+                     lower_triangular=False, window=None):
   """The plain reference: softmax(q k^T * scale + bias) v in fp32, with query
   head h = g * (H // G) + r reading key/value head g (HF's repeat_kv order).
 
   Every implementation takes `lower_triangular`: the caller's promise that the mask allows
   nothing above the diagonal (causal self-attention without a prefix), which `blocked`
-  uses to skip its run-time check; the others ignore it."""
-  del lower_triangular
+  uses to skip its run-time check; the others ignore it. A sliding window is already in
+  the mask (`make_mask`); `window` (passed only when set) lets cuDNN skip the blocks
+  outside it, the others ignore it."""
+  del lower_triangular, window
   return attention_over_parts(q_bqhd, [(k_bkgd, v_bkgd, mask_b1qk, bias_bhqk)], scale)
 
 
@@ -92,10 +104,10 @@ def attention_over_parts(q_bqhd, parts, scale):
 
 
 def dot_product_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
-                          lower_triangular=False):
+                          lower_triangular=False, window=None):
   """`jax.nn.dot_product_attention` with its default (XLA) implementation everywhere;
-  'cudnn' asks for cuDNN's fused kernel on GPUs."""
-  del lower_triangular
+  'cudnn' asks for cuDNN's fused kernel on GPUs. A window is in the mask already."""
+  del lower_triangular, window
   if bias_bhqk is not None:
     bias_bhqk = bias_bhqk.astype(q_bqhd.dtype)
   return jax.nn.dot_product_attention(q_bqhd, k_bkgd, v_bkgd, bias=bias_bhqk,
@@ -106,10 +118,11 @@ def _reference_with_bias(kernel):
   """An implementation from a kernel that takes no position bias: with a bias the
   reference runs instead (the kernels' hand-written backwards have no bias gradient)."""
 
-  def attend(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale, lower_triangular=False):
+  def attend(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale, lower_triangular=False,
+             **window):
     if bias_bhqk is not None:
       return einsum_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale)
-    return kernel(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, scale, lower_triangular)
+    return kernel(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, scale, lower_triangular, **window)
 
   attend.__name__, attend.__doc__ = kernel.__name__, kernel.__doc__
   return attend
@@ -134,15 +147,16 @@ def auto_impl() -> str:
 
 
 def auto_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
-                   lower_triangular=False):
+                   lower_triangular=False, **window):
   """The implementation `auto_impl` names, chosen at trace time (looked up in
   `ATTENTION_IMPLS` at every call, so a replaced entry is what runs)."""
   return ATTENTION_IMPLS[auto_impl()](q_bqhd, k_bkgd, v_bkgd, mask_b1qk, bias_bhqk, scale,
-                                      lower_triangular=lower_triangular)
+                                      lower_triangular=lower_triangular, **window)
 
 
 # Every implementation takes (q [b, q, h, d], k and v [b, k, g, d], mask [b, 1, q, k],
-# bias [b, h, q, k] or None, scale, lower_triangular=) and returns [b, q, h, d]; the names
+# bias [b, h, q, k] or None, scale, lower_triangular=, and window= when a sliding window
+# is set) and returns [b, q, h, d]; the names
 # are TransformerConfig.attention_impl's choices (config.ATTENTION_IMPLS).
 ATTENTION_IMPLS = {'auto': auto_attention, 'einsum': einsum_attention,
                    'dot_product': dot_product_attention, 'blocked': blocked_attention,
@@ -201,8 +215,9 @@ class Attention(nn.Module):
       q, k, v = _fused_projections(x_bqd, (query, key, value))
       q = nn.with_logical_constraint(q, axes.ACT_BLHD)
       if cfg.position == 'rope':
-        q = layers.apply_rope(q, q_info.positions, cfg.rope_theta)
-        k = layers.apply_rope(k, q_info.positions, cfg.rope_theta)
+        scaling = layers.config_rope_scaling(cfg)
+        q = layers.apply_rope(q, q_info.positions, cfg.rope_theta, scaling)
+        k = layers.apply_rope(k, q_info.positions, cfg.rope_theta, scaling)
       kv_info = q_info
       k_index = q_index
       if decode and self.has_variable('cache', 'cached_key'):
@@ -219,8 +234,9 @@ class Attention(nn.Module):
     if self.is_mutable_collection('intermediates'):  # analysis only; not in a train step
       self.sow('intermediates', 'attention_probs',
                attention_probs(q, k, mask, bias, self._scale()))
+    window = {} if self._window() is None else {'window': self._window()}
     attn_bqhd = implementation(cfg.attention_impl)(q, k, v, mask, bias, self._scale(),
-                                                   lower_triangular=lower)
+                                                   lower_triangular=lower, **window)
     attn_bqhd = nn.with_logical_constraint(attn_bqhd, axes.ACT_BLHD)
     return out(attn_bqhd)
 
@@ -228,11 +244,15 @@ class Attention(nn.Module):
     """The boolean mask [b, 1, q, k] and the position bias [b, h, q, k] (or None)."""
     mask = make_mask(q_info.segment_ids, kv_info.segment_ids, causal=self.causal,
                      q_index=q_index, k_index=k_index, q_prefix=q_info.prefix,
-                     k_prefix=kv_info.prefix)
+                     k_prefix=kv_info.prefix, window=self._window())
     bias = None
     if self.bias_module is not None:
       bias = self.bias_module(q_info.positions, kv_info.positions)
     return mask, bias
+
+  def _window(self):
+    """The sliding window of self-attention (None: attend to everything allowed)."""
+    return None if self.is_cross else self.config.attention_window
 
   def _scale(self):
     return self.config.dims_per_head ** -0.5 if self.config.scale_queries else 1.0

@@ -18,6 +18,9 @@ NORM_POSITIONS = ('pre', 'post')
 ACTIVATIONS = ('relu', 'gelu', 'gelu_exact', 'silu', 'swiglu', 'geglu', 'reglu')
 GATED_ACTIVATIONS = ('swiglu', 'geglu', 'reglu')
 POSITIONS = ('learned', 'sinusoidal', 'rope', 'alibi', 't5_relative', 'none')
+# RoPE context extension (layers.rope_scaling): position interpolation (Chen et al. 2023),
+# "NTK-aware" base scaling and YaRN (Peng et al. 2023).
+ROPE_SCALINGS = ('none', 'linear', 'ntk', 'yarn')
 # 'auto' picks one per backend at trace time (attention.AUTO_ATTENTION_IMPLS).
 ATTENTION_IMPLS = ('auto', 'einsum', 'dot_product', 'blocked', 'cudnn')
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -64,6 +67,24 @@ class TransformerConfig:
   position: str = 'rope'
   max_length: int = 512  # table size for learned positions; context for checks
   rope_theta: float = 10000.0
+  # Using a RoPE model at `rope_scaling_factor` times the context it was trained at
+  # (`rope_original_length`, None: max_length); layers.rope_scaling has the formulas.
+  rope_scaling: str = 'none'
+  rope_scaling_factor: float = 1.0
+  rope_original_length: Optional[int] = None
+  # YaRN's ramp (Peng et al. 2023 sec. 3.2, their alpha = beta_slow and beta = beta_fast):
+  # dimensions turning more than beta_fast times in the original context are not
+  # interpolated, fewer than beta_slow times fully.
+  yarn_beta_fast: float = 32.0
+  yarn_beta_slow: float = 1.0
+  # Sliding-window (local) self-attention (Beltagy et al. 2020; Mistral 7B): each query
+  # sees the last `attention_window` keys, itself included (|i - j| < W when bidirectional).
+  attention_window: Optional[int] = None
+  # GLM's 2D positions (Du et al. 2022 sec. 2.2): a learned embedding of the position
+  # within the blank (`decoder_block_positions`) is added to the token embeddings, the
+  # position within the text is the `position` scheme's. gin_configs/objectives/glm.gin
+  # turns it on.
+  block_positions: bool = False
   relative_num_buckets: int = 32  # T5 relative attention bias
   relative_max_distance: int = 128
   tie_embeddings: bool = True
@@ -92,6 +113,7 @@ class TransformerConfig:
     _check_choice(self, 'activation', ACTIVATIONS)
     _check_choice(self, 'position', POSITIONS)
     _check_choice(self, 'attention_impl', ATTENTION_IMPLS)
+    _check_choice(self, 'rope_scaling', ROPE_SCALINGS)
     _check_choice(self, 'dtype', DTYPES)
     _check_choice(self, 'param_dtype', DTYPES)
     _check_choice(self, 'remat_policy', REMAT_POLICIES)
@@ -117,6 +139,26 @@ class TransformerConfig:
     if self.position == 'rope' and self.dims_per_head % 2:
       raise ConfigError(f'TransformerConfig.head_dim={self.dims_per_head} must '
                         'be even for rope')
+    if not self.rope_scaling_factor > 0:
+      raise ConfigError('TransformerConfig.rope_scaling_factor must be > 0, got '
+                        f'{self.rope_scaling_factor}')
+    if self.rope_scaling != 'none' and self.position != 'rope':
+      raise ConfigError(f'TransformerConfig.rope_scaling={self.rope_scaling!r} needs '
+                        f"position='rope', got position={self.position!r}")
+    for name in ('rope_original_length', 'attention_window'):
+      value = getattr(self, name)
+      if value is not None and value <= 0:
+        raise ConfigError(f'TransformerConfig.{name} must be positive or None, got {value}')
+    if not 0 < self.yarn_beta_slow < self.yarn_beta_fast:
+      raise ConfigError('TransformerConfig.yarn_beta_slow and yarn_beta_fast must satisfy '
+                        f'0 < beta_slow < beta_fast, got {self.yarn_beta_slow} and '
+                        f'{self.yarn_beta_fast}')
+    if self.attention_window is not None and self.attention_window > self.max_length:
+      raise ConfigError(f'TransformerConfig.attention_window={self.attention_window} is '
+                        f'larger than the context max_length={self.max_length}')
+    if self.block_positions and self.family != 'decoder':
+      raise ConfigError('TransformerConfig.block_positions (GLM 2D positions) needs '
+                        f"family='decoder', got {self.family!r}")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ConfigError('TransformerConfig.dropout_rate must be in [0, 1), got '
                         f'{self.dropout_rate}')

@@ -6,13 +6,15 @@ configuration (research/parallel), never hard-coded here.
 """
 import functools
 import math
-from typing import Any, Sequence, Tuple
+from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from research.models import axes
+from research.models import config as config_lib
 from research.models.config import TransformerConfig
 from research.models.kernels import cpu_matmul
 
@@ -176,14 +178,90 @@ class AbsolutePositions(nn.Module):
 ADDITIVE_POSITIONS = ('learned', 'sinusoidal')
 
 
-def apply_rope(x_blhd, positions_bl, theta: float):
-  """Rotary embedding (Su et al. 2021) in the rotate-half layout of HF Llama."""
+class RopeScaling(NamedTuple):
+  """How RoPE's angles are computed: angle(position, i) = (position / position_divisor) *
+  theta^(-2i/d) * freq_multiplier[i], and cos / sin times attention_factor."""
+  theta: float
+  freq_multiplier: Optional[tuple] = None  # [d / 2] floats; None: all 1
+  position_divisor: float = 1.0
+  attention_factor: float = 1.0
+
+  def inv_freq(self, d: int):
+    """The [d / 2] float32 frequencies (computed exactly as plain RoPE's when unscaled)."""
+    inv_freq = 1.0 / (self.theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    if self.freq_multiplier is not None:
+      inv_freq = inv_freq * jnp.asarray(self.freq_multiplier, jnp.float32)
+    return inv_freq
+
+
+ROPE_SCALINGS = config_lib.ROPE_SCALINGS
+
+
+def _yarn_correction_dim(rotations, d, theta, original_length):
+  """The dimension 2i whose wavelength fits `rotations` times in the original context
+  (Peng et al. 2023, eq. 17; HF transformers' `find_correction_dim`)."""
+  return d * math.log(original_length / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+
+def rope_scaling(d: int, theta: float, kind: str = 'none', factor: float = 1.0,
+                 original_length: int = 0, beta_fast: float = 32.0,
+                 beta_slow: float = 1.0) -> RopeScaling:
+  """RoPE over `d` dimensions with one of the context-extension rules, for a model trained
+  at `original_length` and used at up to `factor` times it:
+    'none'   inv_freq_i = theta^(-2i/d) (Su et al. 2021);
+    'linear' position interpolation: positions / factor (Chen et al. 2023);
+    'ntk'    "NTK-aware": the base becomes theta * factor^(d/(d-2)) (bloc97 2023, as
+             Peng et al. 2023 sec. 3.1 write it): the lowest frequency is interpolated by
+             `factor`, the highest left alone;
+    'yarn'   NTK-by-parts (Peng et al. 2023 sec. 3.2-3.4): a dimension whose wavelength
+             turns more than beta_fast times in the original context keeps its frequency,
+             one turning fewer than beta_slow times is interpolated by `factor`, a linear
+             ramp in between; plus the attention temperature sqrt(1/t) = 0.1 ln(factor) + 1
+             on cos and sin (so 1/t on the logits). HF transformers' `_compute_yarn_parameters`
+             with truncate=True computes the same numbers.
+  At factor 1 every rule is plain RoPE, computed the same way (so equal bit for bit)."""
+  if kind not in ROPE_SCALINGS:
+    raise ValueError(f'unknown rope scaling {kind!r}: choose one of {", ".join(ROPE_SCALINGS)}')
+  if kind == 'none' or factor == 1.0:
+    return RopeScaling(theta)
+  if kind == 'linear':
+    return RopeScaling(theta, position_divisor=float(factor))
+  if kind == 'ntk':
+    return RopeScaling(theta * factor ** (d / (d - 2)))
+  low = max(math.floor(_yarn_correction_dim(beta_fast, d, theta, original_length)), 0)
+  high = min(math.ceil(_yarn_correction_dim(beta_slow, d, theta, original_length)), d - 1)
+  if low == high:
+    high += 0.001  # HF's guard against a zero-width ramp
+  ramp = np.clip((np.arange(d // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+  keep = 1.0 - ramp  # 1: extrapolate (high frequencies), 0: interpolate (low ones)
+  multiplier = (1.0 - keep) / factor + keep
+  temperature = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+  return RopeScaling(theta, tuple(float(m) for m in multiplier),
+                     attention_factor=temperature)
+
+
+def config_rope_scaling(config: TransformerConfig) -> RopeScaling:
+  """`rope_scaling` with the config's fields; the original context defaults to max_length."""
+  return rope_scaling(config.dims_per_head, config.rope_theta, config.rope_scaling,
+                      config.rope_scaling_factor,
+                      config.rope_original_length or config.max_length,
+                      config.yarn_beta_fast, config.yarn_beta_slow)
+
+
+def apply_rope(x_blhd, positions_bl, theta: float, scaling: Optional[RopeScaling] = None):
+  """Rotary embedding (Su et al. 2021) in the rotate-half layout of HF Llama; `scaling`
+  (`rope_scaling`) applies a context-extension rule (its theta replaces `theta`)."""
   d = x_blhd.shape[-1]
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
-  angles_bld = positions_bl[..., None].astype(jnp.float32) * inv_freq
+  scaling = scaling or RopeScaling(theta)
+  positions = positions_bl.astype(jnp.float32)
+  if scaling.position_divisor != 1.0:
+    positions = positions / scaling.position_divisor
+  angles_bld = positions[..., None] * scaling.inv_freq(d)
   angles_bld = jnp.concatenate([angles_bld, angles_bld], axis=-1)
   cos = jnp.cos(angles_bld)[:, :, None, :]
   sin = jnp.sin(angles_bld)[:, :, None, :]
+  if scaling.attention_factor != 1.0:
+    cos, sin = cos * scaling.attention_factor, sin * scaling.attention_factor
   x = x_blhd.astype(jnp.float32)
   x1, x2 = jnp.split(x, 2, axis=-1)
   rotated = jnp.concatenate([-x2, x1], axis=-1)

@@ -29,15 +29,18 @@ REMAT_POLICIES = {
 }
 
 
-def seq_info(tokens_bl, segment_ids=None, positions=None, prefix=None) -> SeqInfo:
+def seq_info(tokens_bl, segment_ids=None, positions=None, prefix=None,
+             block_positions=None) -> SeqInfo:
   if segment_ids is None:
     segment_ids = jnp.ones(tokens_bl.shape, jnp.int32)
   if positions is None:
     positions = layers.positions_from_segments(segment_ids)
   if prefix is not None:
     prefix = prefix.astype(jnp.bool_)
+  if block_positions is not None:
+    block_positions = jnp.asarray(block_positions, jnp.int32)
   return SeqInfo(jnp.asarray(segment_ids, jnp.int32), jnp.asarray(positions, jnp.int32),
-                 prefix)
+                 prefix, block_positions)
 
 
 class Block(nn.Module):
@@ -104,6 +107,19 @@ class Stack(nn.Module):
     x = self.embed(tokens_bl)
     if cfg.position in layers.ADDITIVE_POSITIONS:
       x = x + layers.AbsolutePositions(cfg, name='pos_embed')(info.positions)
+    if cfg.block_positions:
+      # GLM 2D positions (Du et al. 2022 sec. 2.2): the position within the blank gets its
+      # own learned table, added like GLM's second position embedding; 0 (Part A, or no
+      # feature: plain text and cached decoding) is a row of the table like any other.
+      block = info.block_positions
+      if block is None:
+        block = jnp.zeros(tokens_bl.shape, jnp.int32)
+      table = nn.Embed(num_embeddings=cfg.max_length, features=cfg.d_model,
+                       dtype=layers.dtype(cfg.dtype), param_dtype=layers.dtype(cfg.param_dtype),
+                       embedding_init=layers.normal_init(cfg.init_std,
+                                                         (axes.LENGTH, axes.EMBED)),
+                       name='block_pos_embed')
+      x = x + table(block)
     if cfg.norm_position == 'post':  # BERT normalizes the embeddings
       x = layers.make_norm(cfg, 'embed_norm')(x)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
@@ -180,10 +196,14 @@ class DecoderOnly(nn.Module):
   def __call__(self, decoder_input_tokens, decoder_segment_ids=None,
                decoder_positions=None, decoder_causal_attention=None,
                decoder_target_tokens=None, decoder_loss_weights=None,
-               deterministic=True, decode=False):
+               deterministic=True, decode=False, decoder_block_positions=None):
+    """`decoder_block_positions` (GLM's position within a blank) is read when
+    config.block_positions is set, and ignored otherwise."""
     del decoder_target_tokens, decoder_loss_weights  # used by the loss only
+    if not self.config.block_positions:
+      decoder_block_positions = None
     info = seq_info(decoder_input_tokens, decoder_segment_ids, decoder_positions,
-                    decoder_causal_attention)
+                    decoder_causal_attention, decoder_block_positions)
     x = self.decoder(decoder_input_tokens, info, deterministic=deterministic,
                      decode=decode)
     return self.head(x, self.token_embed)

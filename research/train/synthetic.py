@@ -51,7 +51,8 @@ def make_batch(family: str, rng: np.random.Generator, batch_size: int,
     enc_seg, enc_pos = _segments(batch_size, inputs_len)
     batch.update(encoder_input_tokens=enc, encoder_segment_ids=enc_seg,
                  encoder_positions=enc_pos)
-  assert set(batch) >= set(tasks.FAMILY_FEATURES[family].inputs) - {'decoder_causal_attention'}
+  assert set(batch) >= set(tasks.FAMILY_FEATURES[family].inputs) - {
+      'decoder_causal_attention', 'decoder_block_positions'}
   return batch
 
 

@@ -21,7 +21,7 @@ FAMILY_FEATURES = {
     'decoder': FamilyFeatures(
         tokens=('decoder_input_tokens',),
         inputs=('decoder_input_tokens', 'decoder_segment_ids', 'decoder_positions',
-                'decoder_causal_attention'),
+                'decoder_causal_attention', 'decoder_block_positions'),
         targets='decoder_target_tokens', weights='decoder_loss_weights'),
     'encoder_decoder': FamilyFeatures(
         tokens=('encoder_input_tokens', 'decoder_input_tokens'),

@@ -24,6 +24,20 @@ CASES = {
                                    norm='layernorm'), False),
     'encoder_decoder_t5_gqa': (dict(family='encoder_decoder', position='t5_relative',
                                     num_kv_heads=2), False),
+    # Long context (docs/long_context.md): RoPE scaling as if trained at 4 tokens and used
+    # at 4x; sliding windows shorter than the rows, so the cache holds keys outside them.
+    'causal_rope_linear': (dict(family='decoder', position='rope', rope_scaling='linear',
+                                rope_scaling_factor=4.0, rope_original_length=4), False),
+    'causal_rope_ntk': (dict(family='decoder', position='rope', rope_scaling='ntk',
+                             rope_scaling_factor=4.0), False),
+    'prefix_rope_yarn': (dict(family='decoder', position='rope', rope_scaling='yarn',
+                              rope_scaling_factor=4.0, rope_original_length=4), True),
+    'causal_rope_window': (dict(family='decoder', position='rope', attention_window=3,
+                                num_kv_heads=2), False),
+    'prefix_alibi_window': (dict(family='decoder', position='alibi', attention_window=4),
+                            True),
+    'encoder_decoder_t5_window': (dict(family='encoder_decoder', position='t5_relative',
+                                       attention_window=2), False),
 }
 
 
@@ -37,7 +51,8 @@ def _check_against_full_forward(config, params, out, prefix_lm, tol=1e-5):
   return int(lengths.sum())
 
 
-SLOW_CASES = ('causal_sinusoidal_mqa',)
+SLOW_CASES = ('causal_sinusoidal_mqa', 'causal_rope_linear', 'causal_rope_ntk',
+              'prefix_alibi_window', 'encoder_decoder_t5_window')
 
 
 @pytest.mark.parametrize('case', [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES

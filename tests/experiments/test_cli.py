@@ -74,6 +74,11 @@ def test_a_script_runs_through_research_cli_and_leaves_sys_path_alone(script):
     ('experiments/attention_offsets.py', [], '--sweep_dir is required'),
     ('experiments/train_tokenizer.py', [], '--output is required'),
     ('benchmarks/sweep_cost.py', [], '--gin_file is required'),
+    ('experiments/extrapolation.py', ['--run=a=/tmp'], '--out_dir is required'),
+    ('experiments/extrapolation.py', ['--out_dir=/tmp/unused', '--run=a=/no/such/run'],
+     "--run='a=/no/such/run': no such run directory /no/such/run"),
+    ('experiments/extrapolation.py', ['--out_dir=/tmp/unused', '--run=a=/tmp',
+                                      '--rope_run=b'], "--rope_run='b' is not a --run name (a)"),
 ])
 def test_a_missing_required_flag_is_one_line_and_exit_2(script, args, message):
   out = _run(script, *args)

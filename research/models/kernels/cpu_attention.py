@@ -184,14 +184,17 @@ def _blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, scale, blocks):
   return out.transpose(0, 3, 1, 2, 4).reshape(b, q_len, h, d)
 
 
-def blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, scale, lower_triangular=False):
+def blocked_attention(q_bqhd, k_bkgd, v_bkgd, mask_b1qk, scale, lower_triangular=False,
+                      window=None):
   """softmax(q k^T * scale) v under the mask, [b, q, h, d], as the einsum reference on
   every row that attends to something (a fully masked padding row averages fewer values),
   faster to train on CPU; blocks run as tiles where `TILED_MAX_BLOCKS` and
   `TILED_MIN_BATCH_HEADS` allow. With `lower_triangular` (the caller's promise that the
   mask allows nothing above the diagonal) the blocks are used without checking the mask
   at run time (the check is a `lax.cond`, 10-15% of the attention's fwd+bwd at the CPU
-  benchmark's shape)."""
+  benchmark's shape). A sliding window is honoured through the mask (`window` is not
+  used to skip blocks: every block below the diagonal is still computed)."""
+  del window
   q_len, k_len = q_bqhd.shape[1], k_bkgd.shape[1]
   blocks = _query_blocks(q_len, k_len)
   batch_heads = q_bqhd.shape[0] * q_bqhd.shape[2]
