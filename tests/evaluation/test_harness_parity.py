@@ -110,16 +110,19 @@ def test_every_request_is_answered_by_both(both):
 
 def test_loglikelihoods_agree_within_1e4(both):
   theirs, ours, _, _ = both
-  diffs = []
+  diffs, per_task = [], {}
   for key, value in theirs.items():
     if key[0] == 'research_toy_gen':
       continue
     ref, got = (value[0], ours[key][0]) if isinstance(value, (tuple, list)) else (value,
                                                                                  ours[key])
     diffs.append(abs(float(ref) - float(got)))
+    per_task.setdefault(key[0], []).append(diffs[-1])
     assert np.isfinite(ref) and ref < 0
     if isinstance(value, (tuple, list)):  # the greedy flag of multiple choice
       assert bool(value[1]) == bool(ours[key][1]), key
+  for task, values in sorted(per_task.items()):  # quoted in docs/evaluation.md (pytest -s)
+    print(f'{task}: {len(values)} log-likelihoods, max |hf - research| = {max(values):.1e}')
   assert max(diffs) < 1e-4, max(diffs)
 
 
@@ -138,6 +141,8 @@ def test_greedy_generations_are_identical(both):
   assert any(v.strip() for v in generated.values())  # not all empty: a real comparison
   for key, value in generated.items():
     assert ours[key] == value, key
+  print(f'research_toy_gen: {len(generated)} of {len(generated)} greedy generations identical, '
+        f'{sum(bool(v.strip()) for v in generated.values())} non-empty')
 
 
 def test_task_metrics_agree(both):
