@@ -108,3 +108,67 @@ def k_shot_curve(config, params, items: Sequence[arithmetic.Item],
       row.update(group.drop(columns=['task', 'length']).mean(numeric_only=True).to_dict())
       rows.append(row)
   return pd.DataFrame(rows)
+
+
+def run_curves(run_dirs: Sequence[str], items: Sequence[arithmetic.Item],
+               ks: Sequence[int] = tuple(range(MAX_K + 1)), seed: int = 0, log=print):
+  """`k_shot_curve` of the latest checkpoint of each run, with its run_id and n_params."""
+  import os  # pylint: disable=g-import-not-at-top
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from research import runs  # pylint: disable=g-import-not-at-top
+  longest = max(ks) + 1
+  tables = []
+  for run_dir in run_dirs:
+    config = runs.model_config(run_dir)
+    if config.family != 'decoder' or config.vocab_size != arithmetic.VOCAB_SIZE:
+      raise ValueError(f'{run_dir} is not an arithmetic decoder (family={config.family}, '
+                       f'vocab_size={config.vocab_size})')
+    need = arithmetic.max_sequence_length(longest - 1, max(it.length for it in items))
+    if need > config.max_length:
+      raise ValueError(f'{run_dir}: k={max(ks)} prompts need {need} tokens, the model '
+                       f'context is max_length={config.max_length}')
+    params, step = runs.load_params(run_dir, config=config)
+    log(f'kshot: scoring {os.path.basename(run_dir)} (step {step}) at k = '
+        f'{", ".join(map(str, ks))}')
+    table = k_shot_curve(config, params, items, ks, seed)
+    table.insert(0, 'run_id', os.path.basename(os.path.normpath(run_dir)))
+    table.insert(1, 'n_params', int(runs.read_run_info(run_dir).get('n_params', 0)))
+    tables.append(table)
+  return pd.concat(tables, ignore_index=True)
+
+
+# (column, axis label) of the figure's panels: the probe's discontinuous and continuous
+# metrics side by side (Schaeffer et al. 2023).
+FIGURE_METRICS = (('exact_match', 'exact match'), ('one_minus_ted_over_L', '1 - TED / L'),
+                  ('per_token_accuracy', 'answer-digit accuracy'),
+                  ('answer_logp', 'log p per answer digit'))
+
+
+def k_shot_figure(table, path: str) -> str:
+  """Every metric against k, one line per model size (colour) and L (line style)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from research import runs  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, len(FIGURE_METRICS), figsize=(4.2 * len(FIGURE_METRICS), 3.6))
+  sizes = sorted(table.n_params.unique())
+  colours = plt.cm.viridis([0.15 + 0.7 * i / max(len(sizes) - 1, 1) for i in range(len(sizes))])
+  styles = ['-', '--', ':', '-.']
+  adds = table[table.task == 'add']
+  for ax, (column, label) in zip(axes, FIGURE_METRICS):
+    for colour, n in zip(colours, sizes):
+      for style, (length, group) in zip(styles, adds[adds.n_params == n].groupby('length')):
+        ax.plot(group.k, group[column], style, color=colour, marker='o', ms=3,
+                label=f'{n:.1e} params, L={length}')
+    ax.set_xscale('symlog', linthresh=1)
+    ax.set_xlabel('demonstrations k')
+    ax.set_ylabel(label)
+  axes[0].legend(fontsize=7)
+  fig.suptitle('Addition against the number of in-context demonstrations')
+  fig.tight_layout()
+  import io  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=110)
+  plt.close(fig)
+  runs.write_bytes_atomic(path, buffer.getvalue())
+  return path
