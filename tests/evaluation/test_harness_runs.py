@@ -156,6 +156,32 @@ def test_generate_until_is_greedy_decoding_cut_at_the_stop_string(decoder_run, l
   assert any(got)
 
 
+def test_a_prefix_lm_run_reads_the_context_bidirectionally(tmp_path):
+  from tests.decoding import test_generate_run_text as run_text  # pylint: disable=g-import-not-at-top
+  _, params = helpers.tiny_model(**dict(entry.MODEL, num_layers=2))
+  workdir = str(tmp_path / 'run')
+  entry.write_run(workdir, params, steps=(1,))
+  with open(os.path.join(workdir, 'config.gin'), 'w') as f:
+    f.write(run_text.PREFIX_GIN)
+  config, params, _ = decoding.load_run(workdir)
+  prefix_lm = harness.ResearchLM(run_dir=workdir, batch_size=2)
+  assert prefix_lm.prefix_lm
+  context, continuation = 'def f(x):', ' return x'
+  (got, _), = prefix_lm.loglikelihood(_requests('loglikelihood', [(context, continuation)]))
+  ids = [0] + BYTES.encode(context + continuation)
+  n_ctx, n_cont = 1 + len(BYTES.encode(context)), len(BYTES.encode(continuation))
+  inputs = np.asarray([ids[:-1]])
+  prefix = (np.arange(len(ids) - 1) < n_ctx)[None].astype(np.int32)  # seqio: inputs + 1
+  logits = np.asarray(models.build(config).apply(
+      {'params': params}, decoder_input_tokens=inputs, decoder_causal_attention=prefix))[0]
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  rows = np.arange(len(ids) - 1)[-n_cont:]
+  assert got == pytest.approx(float(logp[rows, np.asarray(ids[1:])[rows]].sum()), abs=1e-4)
+  causal = harness.ResearchLM(run_dir=workdir, batch_size=2, prefix_lm='false')
+  (other, _), = causal.loglikelihood(_requests('loglikelihood', [(context, continuation)]))
+  assert abs(other - got) > 1e-3  # the mode shows in the score
+
+
 @pytest.mark.slow  # compiles an encoder-decoder forward and decode loop: ~30 s
 def test_encoder_decoder_loglikelihood_and_generation(encdec_run):
   workdir, config, params = encdec_run
