@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 MIN_BUCKET = 16
 DEFAULT_MAX_GEN_TOKS = 256  # the harness's `hf` default (HFLM.max_gen_toks)
+HF_DEFAULT_MAX_LENGTH = 2048  # HFLM._DEFAULT_MAX_LENGTH
 
 
 class HarnessError(ValueError):
@@ -191,7 +192,14 @@ def _load_hf(hf_model: str, tokenizer: Optional[str]):
   except ValueError as e:
     raise HarnessError(f'hf_model {hf_model!r}: {str(e).splitlines()[0]}') from e
   start = getattr(hf_config, 'decoder_start_token_id', None)
-  return config, params, hf_text(tok), start
+  # The context the harness's hf model fills: the config's n_positions /
+  # max_position_embeddings / n_ctx, else the tokenizer's model_max_length, else 2048
+  # (lm_eval.models.utils.resolve_max_length). T5's relative positions have no table, so
+  # its context is whatever that gives.
+  context = model_utils.resolve_max_length(hf_config, tok, default=HF_DEFAULT_MAX_LENGTH)
+  if context > config.max_length and config.position != 'learned':  # no table to outgrow
+    config = dataclasses.replace(config, max_length=context)
+  return config, params, hf_text(tok), start, min(context, config.max_length)
 
 
 def _as_bool(value) -> bool:
@@ -226,8 +234,9 @@ class ResearchLM(TemplateLM):
     start = 0
     if run_dir is not None:
       config, params, self.text, run_prefix = _load_run(str(run_dir), step)
+      context = config.max_length
     else:
-      config, params, self.text, hf_start = _load_hf(str(hf_model), tokenizer)
+      config, params, self.text, hf_start, context = _load_hf(str(hf_model), tokenizer)
       run_prefix = False
       start = self.text.pad_id if hf_start is None else int(hf_start)
     if config.family not in ('decoder', 'encoder_decoder'):
@@ -238,7 +247,7 @@ class ResearchLM(TemplateLM):
     self.prefix_lm = run_prefix if prefix_lm is None else _as_bool(prefix_lm)
     self.decoder_start_id = start
     self._batch_size = self._positive('batch_size', 8 if batch_size == 'auto' else batch_size)
-    self._max_length = self._positive('max_length', max_length or config.max_length)
+    self._max_length = self._positive('max_length', max_length or context)
     if self._max_length > config.max_length:
       raise HarnessError(f'max_length={self._max_length} exceeds the model context '
                          f'{config.max_length}')

@@ -152,3 +152,4 @@ def test_task_metrics_agree(both):
       if isinstance(value, float) and not name.endswith('_stderr,none'):
         assert ours['results'][task][name] == pytest.approx(value, rel=1e-5, abs=1e-5), (
             task, name)
+
