@@ -20,6 +20,7 @@ setuptools.setup(
             'research-fit = research.scaling.main:run',
             'research-generate = research.decoding.main:run',
             'research-probe = research.emergence.main:run',
+            'research-lmeval = research.evaluation.main:run',
         ],
     },
     python_requires='>=3.10',
@@ -54,6 +55,11 @@ setuptools.setup(
             'pytest>=8,<10',
             'torch==2.13.0',
             'transformers>=4.45,<6',
+            # research/evaluation/harness.py: the `research` model type of
+            # lm-evaluation-harness, and its own `hf` model (which needs accelerate) that
+            # the parity test compares against.
+            'lm-eval>=0.4.5,<0.5',
+            'accelerate>=1.0,<2',
             # The notebooks are executed on small fixtures.
             'nbformat>=5.9,<6',
             'nbclient>=0.10,<0.12',
