@@ -34,12 +34,14 @@ SCHEME = 'affine32'
 @gin.configurable('near_dedup')
 @dataclasses.dataclass(frozen=True)
 class NearDedupConfig:
-  """MinHash-LSH settings. `bands` and `rows` (bands * rows == num_perm) fix the LSH layout;
+  """MinHash-LSH settings. `bands` and `rows` (bands * rows <= num_perm) fix the LSH layout;
   left None, datasketch picks the layout that minimises false positives plus negatives
-  around `threshold`. Lee et al. 2022 used 5-gram shingles and threshold 0.8."""
+  around `threshold` (256 permutations at 0.8: 17 bands of 15 rows, a pair at Jaccard 0.9
+  becomes a candidate with probability 1 - (1 - 0.9**15)**17 = 0.98). Lee et al. 2022 used
+  5-gram shingles and threshold 0.8."""
   enabled: bool = True
   shingle_size: int = 5
-  num_perm: int = 128
+  num_perm: int = 256
   threshold: float = 0.8
   bands: int | None = None
   rows: int | None = None

@@ -84,7 +84,7 @@ _VERSION_CONTEXT = re.compile(r'version|==|>=|<=|~=|!=', re.I)
 
 _NANP = re.compile(r'(?<![\w+.-])(?<!\d )(?:\+?1[ .-]?)?(?:\(\d{3}\) ?|\d{3}([.-]))\d{3}'
                    r'(?(1)\1|[ .-])\d{4}(?![\w.-]?\d)')
-_INTERNATIONAL = re.compile(r'(?<![\w+])\+\d{1,3}(?:[ .-]\(?\d{1,4}\)?){2,6}(?![\w.-]?\d)')
+_INTERNATIONAL = re.compile(r'(?<![\w+])\+\d{1,3}(?:[ .-]\(?\d{1,6}\)?){2,6}(?![\w.-]?\d)')
 
 
 def _is_email(m: re.Match) -> bool:

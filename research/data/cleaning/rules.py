@@ -126,10 +126,12 @@ def _top_ngram(n: int) -> Callable[[Document], float]:
     total = sum(map(len, d.words))
     if not grams or not total:
       return 0.0
-    gram, count = max(collections.Counter(grams).items(), key=lambda kv: (kv[1], kv[0]))
+    # The most frequent; among equally frequent ones the longest (then the first in
+    # sorted order), so that the measure does not depend on dict order.
+    count, chars, _ = max((c, sum(map(len, g)), g) for g, c in collections.Counter(grams).items())
     if count < 2:
       return 0.0
-    return count * sum(map(len, gram)) / total
+    return count * chars / total
   return measure
 
 
