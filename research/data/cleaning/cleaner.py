@@ -136,10 +136,12 @@ class CleanedCorpus(builders.ArrayRecordBuilder, skip_registration=True):
     super().__init__(**kwargs)
 
   def _info(self):
+    # One feature only: a tf.train.Example's features are a protobuf map, whose serialized
+    # order varies from process to process, so {'text', 'path'} gave different bytes on
+    # reruns. The paths stay in documents/ and the report.
     return tfds.core.DatasetInfo(
         builder=self, description='A text corpus after research.data.cleaning.',
-        features=tfds.features.FeaturesDict({'text': tfds.features.Text(),
-                                             'path': tfds.features.Text()}))
+        features=tfds.features.FeaturesDict({'text': tfds.features.Text()}))
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -147,7 +149,7 @@ class CleanedCorpus(builders.ArrayRecordBuilder, skip_registration=True):
 
   def _generate(self, paths):
     for p in paths:  # one file at a time: memory flat in corpus size
-      yield p, {'text': builders.read_utf8(os.path.join(self._documents_dir, p)), 'path': p}
+      yield p, {'text': builders.read_utf8(os.path.join(self._documents_dir, p))}
 
   def _generate_examples(self):  # pragma: no cover - the splits use _generate
     raise NotImplementedError
