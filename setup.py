@@ -20,6 +20,7 @@ setuptools.setup(
             'research-fit = research.scaling.main:run',
             'research-generate = research.decoding.main:run',
             'research-probe = research.emergence.main:run',
+            'research-clean = research.data.cleaning.main:run',
         ],
     },
     python_requires='>=3.10',

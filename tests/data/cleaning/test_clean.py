@@ -99,7 +99,8 @@ def test_the_report_counts_each_reason(cleaned):
     assert json.load(f) == report
   with open(os.path.join(out, 'report.txt')) as f:
     text = f.read()
-  assert 'kept             13 documents' in text and 'PII replaced (by type): email 1, phone 1' in text
+  assert 'kept             13 documents' in text
+  assert 'PII replaced (by type): email 1, phone 1' in text
 
 
 def test_kept_documents_are_scrubbed_and_the_trainer_reads_them(cleaned):
@@ -212,3 +213,25 @@ def test_the_code_thresholds_file_parses_and_keeps_its_rules():
       gin.clear_config()
   assert [r.name for r in chosen][:2] == ['word_count', 'mean_word_length']
   assert chosen[0].min == 20 and dedup.NearDedupConfig().num_perm == 256
+
+
+def test_the_cleaned_gin_file_points_the_trainer_at_the_dataset():
+  import gin  # pylint: disable=g-import-not-at-top
+  # Registers pipeline_source, which the file binds.
+  import research.train.sources  # pylint: disable=g-import-not-at-top,unused-import
+  with gin.unlock_config():
+    gin.clear_config()
+    gin.add_config_file_search_path(os.path.join(ROOT, 'gin_configs'))
+    try:
+      gin.parse_config_files_and_bindings(
+          [os.path.join(ROOT, 'gin_configs', 'data', 'cleaned.gin')],
+          ["CLEANED = 'prepared:/data/x'", 'TASK_FEATURE_LENGTHS = {}', 'BATCH_SIZE = 1'])
+      bound = [gin.query_parameter(f'{c}.dataset') for c in
+               ('pipeline_source', 'make_pipeline', 'make_eval_batches')]
+      macro = gin.query_parameter('%CLEANED')
+    finally:
+      gin.clear_config()
+  # A macro reference (%CLEANED) is a gin.macro configurable reference.
+  keys = [(b.selector, b.config_key) for b in bound]
+  assert keys == [('gin.macro', ('CLEANED', 'gin.macro'))] * 3
+  assert macro == 'prepared:/data/x'
