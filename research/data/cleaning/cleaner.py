@@ -47,6 +47,7 @@ EMBEDDED = 'python_stdlib'
 DATASET_SUBDIR = 'dataset'
 MAX_EXAMPLES = 3  # paths kept per duplicate cluster in the report
 TOP_CLUSTERS = 20
+WINDOW = 16  # files in flight per worker process
 
 
 class CleaningError(ValueError):
@@ -120,8 +121,13 @@ def _results(root, paths, config, workers) -> Iterable[_Result]:
     yield from map(_process, jobs)
     return
   # 'fork' is cheap and inherits the bound gin config; results come back in input order.
+  # Pool.imap alone would let the workers run ahead of the parent and queue every result
+  # (texts included); windows of WINDOW files per worker bound what is in flight.
+  jobs = list(jobs)
+  window = WINDOW * workers
   with multiprocessing.get_context('fork').Pool(workers) as pool:
-    yield from pool.imap(_process, jobs, chunksize=4)
+    for start in range(0, len(jobs), window):
+      yield from pool.imap(_process, jobs[start:start + window], chunksize=4)
 
 
 class CleanedCorpus(builders.ArrayRecordBuilder, skip_registration=True):
@@ -201,6 +207,7 @@ def _clean_into(root, paths, partial, config, workers, input_dir) -> dict:
   near_clusters: dict[str, dict] = {}
   index = dedup.NearDedupIndex(config.near) if config.near.enabled else None
   kept = []
+  any_text = False
   total_docs = total_bytes = 0
   for r in _results(root, paths, config, workers):
     total_docs += 1
@@ -227,12 +234,12 @@ def _clean_into(root, paths, partial, config, workers, input_dir) -> dict:
     stats['kept']['documents'] += 1
     stats['kept']['bytes'] += len(r.text.encode('utf-8'))
     kept.append(r.path)
+    any_text = any_text or bool(r.text.strip())
     path = os.path.join(documents_dir, r.path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:
       f.write(r.text)
-  if not any(open(os.path.join(documents_dir, p), encoding='utf-8').read().strip()
-             for p in kept):
+  if not any_text:
     raise CleaningError(f'empty corpus after cleaning: all {total_docs} documents of '
                         f'{input_dir!r} were removed ({_top_reasons(stats)})')
   train, validation = builders.split_files(kept, config.validation_fraction)

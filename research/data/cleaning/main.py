@@ -52,8 +52,10 @@ def main(argv: Sequence[str], prog: str = PROG) -> None:
   except cleaning.CleaningError as e:
     code = cli.USAGE_ERROR if 'does not exist' in str(e) else cli.RUNTIME_ERROR
     cli.fail(prog, e, code)
-  except ValueError as e:  # no files at the pattern, an unreadable file
+  except ValueError as e:  # no files at the pattern
     cli.usage_error(prog, e)
+  except OSError as e:  # a file that cannot be read or written; the partial output is gone
+    cli.fail(prog, f'{e.filename or ""}: {e.strerror or e}')
   print(open(os.path.join(_OUTPUT.value, 'report.txt'), encoding='utf-8').read(), end='')
 
 
