@@ -235,3 +235,10 @@ def test_the_cleaned_gin_file_points_the_trainer_at_the_dataset():
   keys = [(b.selector, b.config_key) for b in bound]
   assert keys == [('gin.macro', ('CLEANED', 'gin.macro'))] * 3
   assert macro == 'prepared:/data/x'
+
+
+def test_a_prepared_name_without_a_dataset_fails_with_one_line(tmp_path):
+  with pytest.raises(ValueError) as e:
+    sources.get_source(f'prepared:{tmp_path}', 'train')
+  assert str(e.value) == (f"dataset 'prepared:{tmp_path}': no prepared TFDS dataset at "
+                          f"'{tmp_path}' (no dataset_info.json)")
