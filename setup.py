@@ -21,6 +21,7 @@ setuptools.setup(
             'research-generate = research.decoding.main:run',
             'research-probe = research.emergence.main:run',
             'research-lmeval = research.evaluation.main:run',
+            'research-clean = research.data.cleaning.main:run',
         ],
     },
     python_requires='>=3.10',
@@ -43,6 +44,8 @@ setuptools.setup(
         'array-record>=0.5,<0.9',
         'importlib_resources>=6,<7',
         'sentencepiece>=0.2,<0.3',
+        # Near deduplication (research/data/cleaning): MinHash and LSH.
+        'datasketch>=2.0,<3',
         # Sweeps: the slurm executor (and its local twin in tests).
         'submitit>=1.5,<2',
         # Scaling fits: single-threaded BLAS for scipy's tiny L-BFGS problems.

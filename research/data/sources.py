@@ -3,6 +3,9 @@
 Names:
   'python_stdlib', 'python_stdlib/small'  the embedded corpus (built on first use, offline)
   'text_files:<dir or glob>'              any local UTF-8 text (built on first use, offline)
+  'prepared:<dir>'                        a TFDS dataset already prepared in <dir> (the
+                                          name/version directory), e.g. the output of
+                                          `python -m research.data.cleaning`
   any registered TFDS name ('lm1b', 'c4/en', 'wikitext/wikitext-103-raw-v1', ...), read by
   `feature_key`, when it is already prepared in data_dir (nothing is downloaded).
 
@@ -76,6 +79,12 @@ def get_builder(name: str, data_dir: str | None = None):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from research.data import builders  # pylint: disable=g-import-not-at-top
   data_dir = data_dir or DEFAULT_DATA_DIR
+  if name.startswith('prepared:'):
+    path = os.path.expanduser(name.split(':', 1)[1])
+    if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
+      raise ValueError(f'dataset {name!r}: no prepared TFDS dataset at {path!r} '
+                       f'(no dataset_info.json)')
+    return tfds.builder_from_directory(path)
   if name.startswith('text_files:'):
     builders.list_text_files(name.split(':', 1)[1])  # no files: fail before making any dir
     builder = builders.TextFiles.for_pattern(name.split(':', 1)[1], data_dir=data_dir)
