@@ -10,13 +10,14 @@ At every checkpoint of every run it measures:
   500th against the 50th token of 512; scaled to a context of T tokens that is position
   round(500 T / 512) - 1 against round(50 T / 512) - 1 (0-based; 124 against 11 at T = 128),
   each averaged over a window of 5 positions;
-- on sequences of R random printable bytes repeated twice: the mean loss of the first copy
-  (which nothing in the context predicts) and of the second (which copying predicts);
+- on sequences of R random tokens repeated twice (printable bytes for a byte-level run): the
+  mean loss of the first copy (which nothing in the context predicts) and of the second
+  (which copying predicts);
 - per head, the prefix-matching score: the attention that a token of the second copy gives
   the token after its earlier occurrence (the "prefix matching" of Olsson et al.'s
   definition), averaged over the second copy;
 - per head, the copying score of the head's OV circuit read through the embeddings:
-  sum(eig) / sum(|eig|) of W_E W_V W_O W_U over the byte tokens (Olsson et al., Elhage et
+  sum(eig) / sum(|eig|) of W_E W_V W_O W_U over the ordinary tokens (Olsson et al., Elhage et
   al. 2021; layer norms left out, as theirs), 1 for a head that only copies.
 
 It writes icl.csv (one row per run x checkpoint), heads.csv (one row per run x checkpoint x
@@ -33,6 +34,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from research import runs
+from research.data import tokenizers
 
 # Printable ASCII bytes: the repeated sequences are text-like bytes the model has seen.
 PRINTABLE = np.arange(32, 127)
@@ -92,13 +94,20 @@ def icl_score(loss_by_pos: np.ndarray) -> float:
   return window(late) - window(early)
 
 
+def token_pool(tokenizer) -> np.ndarray:
+  """The ids repeated sequences draw from: printable ASCII for the byte tokenizer (text-like
+  bytes the model has seen), every ordinary piece but unk for a subword tokenizer (Olsson
+  et al.'s random tokens)."""
+  if isinstance(tokenizer, tokenizers.ByteTokenizer):
+    return tokenizer.encode_array(bytes(PRINTABLE.astype(np.uint8)).decode('ascii'))
+  lo, hi = tokenizer.ordinary_range
+  return np.arange(max(lo, tokenizers.UNK_ID + 1), hi, dtype=np.int32)
+
+
 def repeated_sequences(n: int, half: int, seed: int, tokenizer) -> np.ndarray:
-  """[n, 2 * half] token ids: `half` random printable bytes, then the same bytes again."""
-  rng = np.random.default_rng(seed)
-  first = rng.choice(PRINTABLE, size=(n, half))
-  ids = np.stack([tokenizer.encode_array(bytes(row.astype(np.uint8)).decode('ascii'))
-                  for row in first])
-  return np.concatenate([ids, ids], axis=1).astype(np.int32)
+  """[n, 2 * half] token ids: `half` random ids of `token_pool`, then the same ids again."""
+  first = np.random.default_rng(seed).choice(token_pool(tokenizer), size=(n, half))
+  return np.concatenate([first, first], axis=1).astype(np.int32)
 
 
 def induction_stats(config, params, tokens: np.ndarray) -> dict:
@@ -160,7 +169,7 @@ class Checkpoint:
 
 
 def measure_run(run_dir: str, batches: Sequence[dict], repeated: np.ndarray,
-                byte_ids: np.ndarray, log: Callable[[str], None] = lambda _: None
+                token_ids: np.ndarray, log: Callable[[str], None] = lambda _: None
                 ) -> list[Checkpoint]:
   """Every kept checkpoint of one decoder run, in step order."""
   config = runs.model_config(run_dir)
@@ -184,7 +193,7 @@ def measure_run(run_dir: str, batches: Sequence[dict], repeated: np.ndarray,
         icl_score=icl_score(loss_pos), loss_first_copy=stats['loss_first_copy'],
         loss_second_copy=stats['loss_second_copy'],
         prefix_matching=stats['prefix_matching'],
-        copying=copying_scores(config, params, byte_ids)))
+        copying=copying_scores(config, params, token_ids)))
     c = out[-1]
     log(f'{c.run} step {step:>6d}: held-out {eval_loss:.3f}, ICL {c.icl_score:+.3f}, '
         f'repeated {c.loss_first_copy:.2f} -> {c.loss_second_copy:.2f} nats, best prefix '
@@ -271,22 +280,26 @@ def report(run_dirs: Sequence[str], out: str, *, eval_batches: int = 32, repeats
            half: int = 32, log: Callable[[str], None] = print) -> dict:
   """Measures every run, writes icl.csv, heads.csv, icl_summary.json and icl.png under
   `out`; returns the summary."""
-  from research.data import pipeline, tokenizers  # pylint: disable=g-import-not-at-top
+  from research.data import pipeline  # pylint: disable=g-import-not-at-top
+  from research.decoding import loading  # pylint: disable=g-import-not-at-top
   configs = [runs.model_config(r) for r in run_dirs]  # RunDirError before any work
   context = min(c.max_length for c in configs)
   if 2 * half > context:
     raise ValueError(f'repeated sequences of 2 x {half} tokens exceed the context {context}')
-  tokenizer = tokenizers.ByteTokenizer()
+  # The first run's tokenizer and length serve every run: runs compared in one figure
+  # read the same held-out tokens.
+  tokenizer = loading.load_run_text(run_dirs[0]).tokenizer
   info = runs.read_run_info(run_dirs[0])
   length = next(iter(info['feature_lengths'].values()))
   batches = pipeline.make_eval_batches(task_feature_lengths={'targets': length},
-                                       batch_size=16, num_batches=eval_batches)
+                                       batch_size=16, num_batches=eval_batches,
+                                       tokenizer=tokenizer)
   repeated = repeated_sequences(repeats, half, 0, tokenizer)
-  byte_ids = tokenizer.encode_array(bytes(range(256)).decode('latin-1'))
-  byte_ids = np.unique(byte_ids[byte_ids < configs[0].vocab_size])
+  lo, hi = tokenizer.ordinary_range
+  token_ids = np.arange(lo, min(hi, configs[0].vocab_size))
   results = {}
   for run_dir in run_dirs:
-    points = measure_run(run_dir, batches, repeated, byte_ids, log)
+    points = measure_run(run_dir, batches, repeated, token_ids, log)
     results[points[0].run] = points
   os.makedirs(out, exist_ok=True)
   icl_df, heads_df = tables(results)

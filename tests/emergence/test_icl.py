@@ -43,6 +43,18 @@ def test_repeated_sequences_repeat_printable_bytes():
   assert not np.array_equal(seqs[0], seqs[1])
 
 
+def test_a_subword_run_repeats_random_ordinary_pieces(tmp_path):
+  texts = ['def f(x):\n    return x + 1\n' * 20, 'class A:\n    pass\n' * 20,
+           'import os\nprint(os.getcwd())\n' * 20]
+  path = tokenizers.train_sentencepiece(texts, str(tmp_path / 'sp'), vocab_size=400)
+  tok = tokenizers.SentencePieceTokenizer(path)
+  seqs = icl.repeated_sequences(50, 20, 0, tok)
+  lo, hi = tok.ordinary_range
+  assert seqs.min() >= 3 and seqs.max() < hi  # no pad, eos or unk; no sentinel
+  np.testing.assert_array_equal(seqs[:, :20], seqs[:, 20:])
+  assert len(np.unique(seqs)) > 40
+
+
 def _fake_forward(half, attend_to_prefix_match: bool, perfect_second_copy: bool, vocab=384):
   """A stand-in for the model: attention of every query on one key, log-probs that are
   uniform, or exact on the second copy."""
@@ -151,6 +163,8 @@ def _write_run(run_dir, config, params_by_step):
   with open(os.path.join(run_dir, 'run_info.json'), 'w') as f:
     json.dump({'architecture': dataclasses.asdict(config), 'batch_size': 4,
                'feature_lengths': {'targets': config.max_length}}, f)
+  with open(os.path.join(run_dir, 'config.gin'), 'w') as f:
+    f.write('# the operative config: no tokenizer bound, so bytes\n')
   checkpointer = ocp.StandardCheckpointer()
   for step, params in params_by_step.items():
     checkpointer.save(os.path.join(run_dir, 'checkpoints', str(step), 'state'),
