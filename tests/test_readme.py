@@ -151,13 +151,16 @@ def _program(command, scripts):
 
 
 def _readme_programs():
-  """{argv prefix: flags} over the project's own programs in README commands."""
+  """{argv prefix: flags} over the project's own programs in README commands (a bare word
+  right after the program is a subcommand, e.g. lm-eval's `run`, and joins the prefix)."""
   scripts, found = _console_scripts(), {}
   for line in _commands():
     for command in line.split(' # ')[0].split('&&'):
       parsed = _program(command, scripts)
       if parsed is not None:
         prog, rest = parsed
+        if rest and re.fullmatch(r'[a-z]+', rest[0]):
+          prog, rest = prog + (rest[0],), rest[1:]
         found.setdefault(prog, set()).update(_FLAG.findall(' ' + ' '.join(rest)))
   return found
 
@@ -174,9 +177,13 @@ def test_readme_names_console_scripts_that_setup_py_installs():
 def test_every_readme_flag_is_defined_by_its_program(prog, flags):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  out = subprocess.run([sys.executable, *prog, '--helpfull'], cwd=REPO, capture_output=True,
-                       text=True, timeout=300)
-  assert out.returncode in (0, 1) and 'absl.flags' in out.stdout, out.stderr[-2000:]  # absl's
-  # --helpfull exits 1 after the listing
+  run = lambda flag: subprocess.run([sys.executable, *prog, flag], cwd=REPO,
+                                    capture_output=True, text=True, timeout=300)
+  out = run('--helpfull')
+  if prog[-1] == 'run':  # lm-evaluation-harness's argparse command line (research.evaluation)
+    out = run('--help')
+    assert out.returncode == 0, out.stderr[-2000:]
+  else:  # absl's --helpfull exits 1 after the listing
+    assert out.returncode in (0, 1) and 'absl.flags' in out.stdout, out.stderr[-2000:]
   defined = set(re.findall(r'--(?:\[no\])?(\w+)', out.stdout))
   assert flags <= defined, (prog, sorted(flags - defined))
