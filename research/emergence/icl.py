@@ -201,12 +201,18 @@ def measure_run(run_dir: str, batches: Sequence[dict], repeated: np.ndarray,
   return out
 
 
-def rise_step(steps: Sequence[int], values: Sequence[float]) -> Optional[int]:
+# Smallest changes, first checkpoint to last, that count as a rise: a tenth of all attention
+# for the prefix-matching score, 0.05 nats for the ICL score.
+MIN_RISE = {'prefix_matching': 0.1, 'icl_score': 0.05}
+
+
+def rise_step(steps: Sequence[int], values: Sequence[float],
+              min_change: float = 0.0) -> Optional[int]:
   """The first step at which `values` has gone half of the way from its first value to
-  its final one (None for a series that does not move)."""
+  its final one (None for a series that moves by less than `min_change`)."""
   values = np.asarray(values, float)
   start, end = values[0], values[-1]
-  if abs(end - start) < 1e-12:
+  if abs(end - start) <= max(min_change, 1e-12):
     return None
   progress = (values - start) / (end - start)
   return int(steps[int(np.argmax(progress >= 0.5))])
@@ -227,8 +233,10 @@ def summarize(results: dict[str, list[Checkpoint]]) -> dict:
         'best_head': f'layer {layer} head {head}',
         'best_prefix_matching': float(last.prefix_matching[layer, head]),
         'best_head_copying': float(last.copying[layer, head]),
-        'icl_rise_step': rise_step(steps, [p.icl_score for p in points]),
-        'induction_rise_step': rise_step(steps, [p.prefix_matching.max() for p in points]),
+        'icl_rise_step': rise_step(steps, [p.icl_score for p in points],
+                                   MIN_RISE['icl_score']),
+        'induction_rise_step': rise_step(steps, [p.prefix_matching.max() for p in points],
+                                         MIN_RISE['prefix_matching']),
         'checkpoint_interval': int(np.median(np.diff(steps))) if len(steps) > 1 else None,
     }
   return summary
@@ -259,14 +267,15 @@ def plot(icl_df, path: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-  panels = (('eval_loss', 'held-out loss (nats/byte)'),
+  panels = (('eval_loss', 'held-out loss (nats/token)'),
             ('icl_score', 'ICL score (late - early loss)'),
             ('best_prefix_matching', 'best head: prefix matching'))
   for ax, (column, label) in zip(axes, panels):
-    for run, group in icl_df.groupby('run', sort=False):
+    for run, group in icl_df[icl_df['tokens'] > 0].groupby('run', sort=False):
       ax.plot(group['tokens'], group[column], marker='o', ms=3, label=run)
     ax.set_xlabel('training tokens')
     ax.set_ylabel(label)
+    ax.set_xscale('log')
     ax.grid(alpha=0.3)
   axes[0].legend()
   fig.tight_layout()
@@ -315,8 +324,8 @@ def format_summary(summary: dict) -> str:
   lines = []
   for name, s in summary.items():
     lines.append(
-        f'{name}: step {s["final_step"]}, held-out {s["eval_loss"]:.3f} nats/byte, ICL score '
-        f'{s["icl_score"]:+.3f}; repeated random bytes {s["loss_first_copy"]:.2f} -> '
+        f'{name}: step {s["final_step"]}, held-out {s["eval_loss"]:.3f} nats/token, ICL score '
+        f'{s["icl_score"]:+.3f}; repeated random tokens {s["loss_first_copy"]:.2f} -> '
         f'{s["loss_second_copy"]:.2f} nats ({100 * s["second_over_first"]:.0f}% of the first '
         f'copy); best head {s["best_head"]}: prefix matching {s["best_prefix_matching"]:.2f}, '
         f'copying {s["best_head_copying"]:+.2f}; rises: ICL at step {s["icl_rise_step"]}, '

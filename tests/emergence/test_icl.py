@@ -155,6 +155,7 @@ def test_rise_step_is_the_first_halfway_checkpoint():
   assert icl.rise_step(steps, [0.0, 0.1, 0.2, 0.9, 1.0]) == 300
   assert icl.rise_step(steps, [0.0, -0.1, -0.6, -0.9, -1.0]) == 200  # a falling ICL score
   assert icl.rise_step(steps, [0.5] * 5) is None
+  assert icl.rise_step(steps, [0.01, 0.02, 0.015, 0.03, 0.02], min_change=0.1) is None
 
 
 def _write_run(run_dir, config, params_by_step):
