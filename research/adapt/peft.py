@@ -201,3 +201,42 @@ def check_lengths(config: TransformerConfig, prompt_length: int) -> None:
   if n + prompt_length > config.max_length:
     raise PeftError(f'PEFT {method} length {n} + prompt {prompt_length} = '
                     f'{n + prompt_length} exceeds the context max_length={config.max_length}')
+
+
+# Hugging Face Llama module names -> ours, for LoRA weights trained with HF peft.
+_HF_LLAMA_LORA = {'self_attn.q_proj': ('attn', 'query'), 'self_attn.k_proj': ('attn', 'key'),
+                  'self_attn.v_proj': ('attn', 'value'), 'self_attn.o_proj': ('attn', 'out'),
+                  'mlp.gate_proj': ('mlp', 'wi_0'), 'mlp.up_proj': ('mlp', 'wi_1'),
+                  'mlp.down_proj': ('mlp', 'wo')}
+_HF_LORA_KEY = re.compile(r'layers\.(\d+)\.(\w+\.\w+)\.lora_([AB])(?:\.\w+)?\.weight$')
+
+
+def lora_from_hf_peft(state_dict: dict, config: TransformerConfig) -> PyTree:
+  """Our LoRA tree from HF peft's LoRA weights on a Llama (`{name: array}`, e.g.
+  `get_peft_model_state_dict` as numpy). peft's lora_A.weight is [r, d_in] and lora_B
+  [d_out, r] (torch Linear layout); ours are A [*in, r], B [r, *out] with heads split
+  as research.models.hf splits the kernels."""
+  h, g, d = config.num_heads, config.kv_heads, config.dims_per_head
+  out_heads = {'query': h, 'key': g, 'value': g}
+  flat = {}
+  for name, value in state_dict.items():
+    match = _HF_LORA_KEY.search(name)
+    if not match:
+      continue
+    layer, module, which = match.groups()
+    if module not in _HF_LLAMA_LORA:
+      raise PeftError(f'LoRA weight {name} adapts {module!r}, which has no counterpart')
+    path = ('decoder', f'layers_{layer}') + _HF_LLAMA_LORA[module]
+    w = np.asarray(value, np.float32).T  # A: [d_in, r]; B: [r, d_out]
+    leaf = path[-1]
+    if which == 'A':
+      if leaf == 'out':
+        w = w.reshape(h, d, -1)
+      flat[path + ('lora_a',)] = jnp.asarray(w)
+    else:
+      if leaf in out_heads:
+        w = w.reshape(w.shape[0], out_heads[leaf], d)
+      flat[path + ('lora_b',)] = jnp.asarray(w)
+  if not flat:
+    raise PeftError('no LoRA weights (names with lora_A / lora_B) in the state dict')
+  return traverse_util.unflatten_dict(flat)
