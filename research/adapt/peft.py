@@ -44,12 +44,17 @@ def trainable_mask(params: PyTree) -> PyTree:
   return traverse_util.unflatten_dict({k: is_peft_path(k) for k in flat})
 
 
-def freeze_base(tx: optax.GradientTransformation, params: PyTree
-                ) -> optax.GradientTransformation:
-  """`tx` on the PEFT parameters only; the base gets zero updates (so stays bit-identical)
-  and no optimizer state (optax.multi_transform)."""
-  labels = jax.tree.map(lambda t: 'train' if t else 'frozen', trainable_mask(params))
-  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+def _labels(params: PyTree) -> PyTree:
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: 'train' if is_peft_path(tuple(
+          getattr(k, 'key', getattr(k, 'name', k)) for k in path)) else 'frozen', params)
+
+
+def freeze_base(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`tx` on the PEFT parameters only (optax.multi_transform, labels from the parameter
+  names): the base gets zero updates, so it stays bit-identical, and no optimizer state.
+  Global-norm clipping inside `tx` sees the PEFT gradients only."""
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, _labels)
 
 
 def count_trainable(params: PyTree) -> int:

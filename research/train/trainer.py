@@ -24,6 +24,7 @@ from research import cli
 from research import models
 from research import parallel
 from research import runs
+from research.adapt import peft as peft_lib
 from research.train import checkpoints as ckpt_lib
 from research.train import evaluation
 from research.train import guard as guard_lib
@@ -169,6 +170,9 @@ def train(workdir: str,
   # (2) Model, optimizer, state shapes and shardings.
   module = models.build(model_config)
   tx, schedule = optimizers.make_optimizer(train_steps)
+  if model_config.peft_method != 'none':
+    # PEFT: the optimizer updates the method's parameters only; the base stays as loaded.
+    tx = peft_lib.freeze_base(tx)
   guard_config = guard_lib.GuardConfig()
   step_config = step_lib.StepConfig()
   setup = state_lib.make_state_setup(module, family, tx, mesh, rules)

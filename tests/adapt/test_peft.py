@@ -211,7 +211,7 @@ def test_training_moves_adapters_and_leaves_the_base_bit_identical(family, metho
     logits = module.apply({'params': p}, **batch)
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
-  tx = peft.freeze_base(optax.adamw(1e-2, weight_decay=0.1), params)
+  tx = peft.freeze_base(optax.adamw(1e-2, weight_decay=0.1))
   opt_state = tx.init(params)
 
   @jax.jit
