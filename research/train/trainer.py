@@ -104,6 +104,9 @@ def _run_info(model_config, feature_lengths, batch_size, train_steps, seed, mesh
       'objective': objective,
       'n_params': counts['total'], 'n_params_embedding': counts['embedding'],
       'n_params_nonembed': counts['non_embedding'], 'n_params_actual': actual_params,
+      # What the optimizer updates: everything, or the PEFT method's parameters.
+      'n_params_trainable': (actual_params if model_config.peft_method == 'none'
+                             else peft_lib.formula_count(model_config)),
       'flops_per_token': {k: v / tokens_per_example for k, v in per_batch.items()},
       'flops_per_example': per_batch,
       'feature_lengths': dict(feature_lengths), 'batch_size': batch_size,
