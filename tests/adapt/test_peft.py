@@ -299,3 +299,27 @@ def test_prefix_plus_prompt_longer_than_the_context_is_refused():
     with pytest.raises(PeftError, match='40 \\+ prompt 9 = 49 exceeds'):
       peft.check_lengths(config, 9)
     peft.check_lengths(config, 8)
+
+
+@pytest.mark.parametrize('method', ['lora', 'prompt', 'prefix', 'ptuning_v2', 'adapter'])
+def test_each_adapt_gin_file_selects_its_method(method):
+  import gin
+  import os
+  import research.models.config  # noqa: F401  (registers TransformerConfig)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  gin.parse_config_file(os.path.join(root, 'gin_configs', 'adapt', f'{method}.gin'))
+  config = models.TransformerConfig(**BASE)
+  assert config.peft_method == method
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', ['ptuning_v2', 'lora', 'adapter'])
+def test_scanned_layers_compute_what_unrolled_layers_do(method):
+  from research.models import transformer
+  pc = PeftConfig(method=method, prefix_length=3, lora_rank=2, adapter_size=4)
+  _, _, config, params = _adapted('decoder', pc, perturb=True)
+  batch = _batch('decoder')
+  scanned = config.replace(scan_layers=True)
+  np.testing.assert_allclose(
+      _logits(scanned, transformer.stack_layers(params, config), batch),
+      _logits(config, params, batch), atol=1e-5, rtol=0)
