@@ -301,6 +301,16 @@ def test_prefix_plus_prompt_longer_than_the_context_is_refused():
     peft.check_lengths(config, 8)
 
 
+@pytest.mark.slow
+def test_virtual_tokens_plus_prompt_longer_than_the_encoder_context_is_refused():
+  # An encoder-decoder's encoder holds the virtual tokens and the prompt.
+  config, params = helpers.tiny_model('encoder_decoder', peft=PeftConfig(
+      method='prompt', num_virtual_tokens=40))
+  with pytest.raises(decoding.DecodingError,
+                     match=r'length 40 \+ prompt \(9 tokens\) = 49 exceeds'):
+    decoding.generate(config, params, [[1] * 9], decoding.DecodeConfig(max_new_tokens=4))
+
+
 @pytest.mark.parametrize('method', ['lora', 'prompt', 'prefix', 'ptuning_v2', 'adapter'])
 def test_each_adapt_gin_file_selects_its_method(method):
   import gin
