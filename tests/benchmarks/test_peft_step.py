@@ -26,7 +26,8 @@ def test_peft_step_table_and_bad_flag():
   assert int(rows['full fine-tuning'].replace(',', '')) == models.count_params(base)['total']
   lora = base.replace(peft=peft.PeftConfig(method='lora', lora_rank=8,
                                            lora_targets=('query', 'value')))
-  assert int(rows['LoRA r=8 (q, v)'].replace(',', '')) == peft.formula_count(lora) == 8 * (64 + 64) * 2
+  lora_count = int(rows['LoRA r=8 (q, v)'].replace(',', ''))
+  assert lora_count == peft.formula_count(lora) == 8 * (64 + 64) * 2
   assert int(rows['adapters m=64'].replace(',', '')) == 2 * (2 * 64 * 64 + 64 + 64)
   bad = subprocess.run([sys.executable, 'benchmarks/peft_step.py', '--batch=0'], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
