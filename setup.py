@@ -58,6 +58,8 @@ setuptools.setup(
             'pytest>=8,<10',
             'torch==2.13.0',
             'transformers>=4.45,<6',
+            # tests/adapt/test_peft_hf.py: LoRA parity with Hugging Face peft.
+            'peft>=0.13,<1',
             # research/evaluation/harness.py: the `research` model type of
             # lm-evaluation-harness, and its own `hf` model (which needs accelerate) that
             # the parity test compares against.

@@ -131,6 +131,19 @@ def check_prompts(config: DecodeConfig, model: TransformerConfig, lengths):
   # Decoder-only rows hold prompt and continuation in one context; an
   # encoder-decoder's decoder holds the continuation alone.
   needed = config.max_new_tokens + (longest if model.family == 'decoder' else 0)
+  peft = model.peft
+  if peft is not None and peft.method in ('prompt', 'prefix', 'ptuning_v2'):
+    # Virtual tokens (or a prefix) hold context positions before the prompt.
+    extra = peft.num_virtual_tokens if peft.method == 'prompt' else peft.prefix_length
+    if model.family != 'decoder':  # the encoder holds them with the prompt
+      if extra + longest > model.max_length:
+        raise DecodingError(f'PEFT {peft.method} length {extra} + prompt ({longest} tokens) '
+                            f'= {extra + longest} exceeds the model context '
+                            f'max_length={model.max_length}')
+    elif extra + needed > model.max_length:
+      raise DecodingError(f'PEFT {peft.method} length {extra} + prompt ({longest} tokens) '
+                          f'+ max_new_tokens ({config.max_new_tokens}) = {extra + needed} '
+                          f'exceeds the model context max_length={model.max_length}')
   if needed > model.max_length:
     raise DecodingError(f'prompt ({longest if model.family == "decoder" else 0} tokens) '
                         f'+ max_new_tokens ({config.max_new_tokens}) = {needed} exceeds '

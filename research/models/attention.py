@@ -194,7 +194,10 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x_bqd, q_info: SeqInfo, kv_bkd=None, kv_info: SeqInfo = None,
-               decode: bool = False):
+               decode: bool = False, deterministic: bool = True, prefix_kv=None):
+    """`prefix_kv` (prefix tuning with a reparameterization MLP: the stack computes every
+    layer's (keys [n, g, d], values [n, g, d])) is attended by every query, as are this
+    layer's own `prefix_key` / `prefix_value` parameters under P-tuning v2."""
     cfg = self.config
     h, g, d = cfg.num_heads, cfg.kv_heads, cfg.dims_per_head
     query = layers.dense(cfg, (h, d), [axes.EMBED], [axes.HEADS, axes.HEAD_DIM], name='query')
@@ -204,15 +207,21 @@ class Attention(nn.Module):
                        axis=(-2, -1), name='out', std=layers.output_std(cfg))
 
     if self.is_cross:
-      q = nn.with_logical_constraint(query(x_bqd), axes.ACT_BLHD)
+      q = nn.with_logical_constraint(query(x_bqd, deterministic=deterministic),
+                                     axes.ACT_BLHD)
     q_len = x_bqd.shape[1]
     q_index = jnp.broadcast_to(jnp.arange(q_len, dtype=jnp.int32), q_info.segment_ids.shape)
 
     if self.is_cross:
-      k, v, kv_info = self._cross_keys_values(key, value, kv_bkd, kv_info, decode)
+      k, v, kv_info = self._cross_keys_values(key, value, kv_bkd, kv_info, decode,
+                                              deterministic)
       k_index = None
     else:
-      q, k, v = _fused_projections(x_bqd, (query, key, value))
+      if cfg.peft_method == 'lora' and cfg.peft.lora_dropout and not deterministic:
+        # LoRA dropout acts on each projection's input: no fused dot.
+        q, k, v = (p(x_bqd, deterministic=False) for p in (query, key, value))
+      else:
+        q, k, v = _fused_projections(x_bqd, (query, key, value))
       q = nn.with_logical_constraint(q, axes.ACT_BLHD)
       if cfg.position == 'rope':
         scaling = layers.config_rope_scaling(cfg)
@@ -220,8 +229,10 @@ class Attention(nn.Module):
         k = layers.apply_rope(k, q_info.positions, cfg.rope_theta, scaling)
       kv_info = q_info
       k_index = q_index
+      prefix_part = self._prefix_part(q_info, prefix_kv, k.dtype)
       if decode and self.has_variable('cache', 'cached_key'):
-        return out(self._attend_and_update_cache(q, k, v, q_info))
+        return out(self._attend_and_update_cache(q, k, v, q_info, prefix_part),
+                   deterministic=deterministic)
       elif decode:  # `init` with decode=True: allocate the cache, attend as usual.
         self._allocate_cache(k, v, q_info)
     k = nn.with_logical_constraint(k, axes.ACT_BLKD)
@@ -235,10 +246,38 @@ class Attention(nn.Module):
       self.sow('intermediates', 'attention_probs',
                attention_probs(q, k, mask, bias, self._scale()))
     window = {} if self._window() is None else {'window': self._window()}
-    attn_bqhd = implementation(cfg.attention_impl)(q, k, v, mask, bias, self._scale(),
-                                                   lower_triangular=lower, **window)
+    if not self.is_cross and prefix_part is not None:
+      # Prefix keys join the softmax as a part of their own (no position, no bias).
+      attn_bqhd = attention_over_parts(q, [prefix_part, (k, v, mask, bias)], self._scale())
+    else:
+      attn_bqhd = implementation(cfg.attention_impl)(q, k, v, mask, bias, self._scale(),
+                                                     lower_triangular=lower, **window)
     attn_bqhd = nn.with_logical_constraint(attn_bqhd, axes.ACT_BLHD)
-    return out(attn_bqhd)
+    return out(attn_bqhd, deterministic=deterministic)
+
+  def _prefix_part(self, q_info: SeqInfo, prefix_kv, dtype):
+    """(keys, values, mask, None) of the prefix (prefix tuning / P-tuning v2), or None.
+
+    Li & Liang 2021 and Liu et al. 2022: n learned key and value vectors per layer that
+    every (non-padding) query attends to, before its own context. They are parameters,
+    not cache entries: cached decoding attends to them exactly as the full forward does.
+    """
+    cfg = self.config
+    if cfg.peft_method not in ('prefix', 'ptuning_v2'):
+      return None
+    n, g, d = cfg.peft.prefix_length, cfg.kv_heads, cfg.dims_per_head
+    if prefix_kv is None:
+      if cfg.peft.uses_prefix_projection:
+        raise ValueError('prefix tuning with prefix_projection: the stack passes prefix_kv')
+      init = layers.normal_init(cfg.init_std, (None, axes.KV_HEADS, axes.HEAD_DIM))
+      prefix_kv = tuple(self.param(name, init, (n, g, d), layers.dtype(cfg.param_dtype))
+                        for name in ('prefix_key', 'prefix_value'))
+    b = q_info.segment_ids.shape[0]
+    keys, values = (jnp.broadcast_to(jnp.asarray(p, dtype)[None], (b, n, g, d))
+                    for p in prefix_kv)
+    mask = jnp.broadcast_to((q_info.segment_ids != 0)[:, None, :, None],
+                            (b, 1, q_info.segment_ids.shape[1], n))
+    return keys, values, mask, None
 
   def _mask_and_bias(self, q_info: SeqInfo, q_index, kv_info: SeqInfo, k_index):
     """The boolean mask [b, 1, q, k] and the position bias [b, h, q, k] (or None)."""
@@ -268,7 +307,7 @@ class Attention(nn.Module):
     self.variable('cache', 'prefix', jnp.zeros, (b, length), jnp.bool_)
     self.variable('cache', 'index', lambda: jnp.zeros((), jnp.int32))
 
-  def _attend_and_update_cache(self, q, k, v, info: SeqInfo):
+  def _attend_and_update_cache(self, q, k, v, info: SeqInfo, prefix_part=None):
     """Attends over the cache as it was plus the new chunk (two parts of one
     softmax), then writes the chunk's keys, values and metadata at the cache index.
 
@@ -287,7 +326,7 @@ class Attention(nn.Module):
     old_index = jnp.broadcast_to(jnp.arange(cache_len, dtype=jnp.int32), (b, cache_len))
     old = SeqInfo(cached['segment_ids'].value, cached['positions'].value,
                   cached['prefix'].value if info.prefix is not None else None)
-    parts = []
+    parts = [] if prefix_part is None else [prefix_part]
     for kv_info, k_index, keys, values in (
         (old, old_index, _from_cache(cached['cached_key'].value, True),
          _from_cache(cached['cached_value'].value, False)),
@@ -309,7 +348,7 @@ class Attention(nn.Module):
     index.value = start + q_len
     return attn_bqhd
 
-  def _cross_keys_values(self, key, value, kv_bkd, kv_info, decode):
+  def _cross_keys_values(self, key, value, kv_bkd, kv_info, decode, deterministic=True):
     if decode and kv_bkd is None:
       if not self.has_variable('cache', 'cross_key'):
         raise ValueError('cross-attention cache is empty: the first decode call '
@@ -318,7 +357,8 @@ class Attention(nn.Module):
               _from_cache(self.get_variable('cache', 'cross_value'), False),
               SeqInfo(self.get_variable('cache', 'cross_segment_ids'),
                       self.get_variable('cache', 'cross_positions')))
-    k, v = key(kv_bkd), value(kv_bkd)
+    k, v = (key(kv_bkd, deterministic=deterministic),
+            value(kv_bkd, deterministic=deterministic))
     if decode:
       self.put_variable('cache', 'cross_key', _to_cache(k, True))
       self.put_variable('cache', 'cross_value', _to_cache(v, False))

@@ -11,6 +11,8 @@ from typing import Optional
 import gin
 import numpy as np
 
+from research.models import peft as peft_lib
+
 FAMILIES = ('decoder', 'encoder_decoder', 'encoder')
 NORMS = ('rmsnorm', 'layernorm')
 NORM_POSITIONS = ('pre', 'post')
@@ -104,8 +106,12 @@ class TransformerConfig:
   # One nn.scan over the blocks of a stack: parameters get a leading 'layers' axis and the
   # step compiles one block instead of num_layers. Not for cached decoding (decode=True).
   scan_layers: bool = False
+  # Parameter-efficient fine-tuning (research/models/peft.py); None: the base model.
+  # Its parameters are added beside the base ones, so base checkpoints still load.
+  peft: Optional[peft_lib.PeftConfig] = None
 
   def __post_init__(self):
+    object.__setattr__(self, 'peft', peft_lib.from_value(self.peft))
     _check_types(self)
     _check_choice(self, 'family', FAMILIES)
     _check_choice(self, 'norm', NORMS)
@@ -164,6 +170,20 @@ class TransformerConfig:
                         f'{self.dropout_rate}')
     if self.z_loss < 0:
       raise ConfigError(f'TransformerConfig.z_loss must be >= 0, got {self.z_loss}')
+    if self.peft is not None:
+      peft_lib.check_against_model(
+          self.peft, gated=self.gated, attention_only=self.attention_only,
+          d_model=self.d_model, q_features=self.num_heads * self.dims_per_head,
+          kv_features=self.kv_heads * self.dims_per_head, ff_hidden=self.ff_hidden,
+          scan_layers=self.scan_layers)
+      if self.peft.virtual_tokens >= self.max_length:
+        raise ConfigError(f'PeftConfig.num_virtual_tokens={self.peft.virtual_tokens} leaves '
+                          f'no room in the context max_length={self.max_length}')
+
+  @property
+  def peft_method(self) -> str:
+    """The PEFT method in force ('none' without a PeftConfig)."""
+    return 'none' if self.peft is None else self.peft.method
 
   # Derived sizes, in one place so the modules and the accounting agree.
   @property

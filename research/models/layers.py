@@ -33,6 +33,11 @@ class DenseGeneral(nn.Module):
   Written here rather than using nn.DenseGeneral because that one initializes a
   flattened 2-D kernel and reshapes it, which breaks logical names with more
   than two axes when shape checks re-run under a mesh.
+
+  With `lora_rank` > 0 (PEFT, research/models/peft.py) it also holds LoRA's
+  `lora_a` [*in_shape, r] and `lora_b` [r, *features] (Hu et al. 2021) and adds
+  lora_scale * dropout(x) A B to the output; B starts at 0, so the output starts equal
+  to the base projection's bit for bit.
   """
   features: Tuple[int, ...]
   axis: Tuple[int, ...]
@@ -41,11 +46,16 @@ class DenseGeneral(nn.Module):
   use_bias: bool
   dtype: Any
   param_dtype: Any
+  lora_rank: int = 0
+  lora_scale: float = 1.0
+  lora_dropout: float = 0.0
+  lora_init: str = 'kaiming'
 
   @nn.compact
-  def __call__(self, x, weights_only: bool = False):
+  def __call__(self, x, weights_only: bool = False, deterministic: bool = True):
     """x @ kernel (+ bias); with `weights_only`, (kernel, bias or None) in the compute
-    dtype instead, for a caller that fuses several projections into one dot."""
+    dtype instead, for a caller that fuses several projections into one dot (a LoRA
+    projection returns its merged kernel W + scale A B then, without dropout)."""
     axis = tuple(a % x.ndim for a in self.axis)
     in_shape = tuple(x.shape[a] for a in axis)
     kernel = self.param('kernel', normal_init(self.std, self.kernel_axes),
@@ -55,25 +65,63 @@ class DenseGeneral(nn.Module):
       bias = jnp.asarray(self.param('bias', nn.with_logical_partitioning(
           nn.initializers.zeros_init(), self.kernel_axes[len(axis):]),
                                     self.features, self.param_dtype), self.dtype)
-    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    lora = self._lora_params(in_shape) if self.lora_rank else None
     if weights_only:
+      if lora is not None:
+        kernel = kernel + self.lora_scale * jnp.tensordot(lora[0], lora[1], axes=1)
+      x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
       return kernel, bias
-    y = cpu_matmul.matmul_trailing(x, kernel, len(axis)) if axis == tuple(
+    x_in = x
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    y = self._contract(x, kernel, axis)
+    if lora is not None:
+      h = x_in
+      if self.lora_dropout:
+        h = nn.Dropout(self.lora_dropout)(h, deterministic=deterministic)
+      h, a, b = nn.dtypes.promote_dtype(h, *lora, dtype=self.dtype)
+      y = y + self.lora_scale * jnp.tensordot(self._contract(h, a, axis), b, axes=1)
+    return y if bias is None else y + bias
+
+  def _contract(self, x, kernel, axis):
+    return cpu_matmul.matmul_trailing(x, kernel, len(axis)) if axis == tuple(
         range(x.ndim - len(axis), x.ndim)) else jax.lax.dot_general(
             x, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
-    return y if bias is None else y + bias
+
+  def _lora_params(self, in_shape):
+    """(A [*in_shape, r], B [r, *features]). A: HF peft's default Kaiming-uniform with
+    a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), or N(0, 1/r) ('normal', peft's
+    'gaussian'); B: zeros (Hu et al. 2021 sec. 4.1)."""
+    n_in = len(in_shape)
+    fan_in = int(np.prod(in_shape))
+    if self.lora_init == 'kaiming':
+      bound = 1.0 / math.sqrt(fan_in)
+      a_init = lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
+    else:
+      a_init = nn.initializers.normal(1.0 / self.lora_rank)
+    a = self.param('lora_a', nn.with_logical_partitioning(
+        a_init, self.kernel_axes[:n_in] + (None,)), in_shape + (self.lora_rank,),
+                   self.param_dtype)
+    b = self.param('lora_b', nn.with_logical_partitioning(
+        nn.initializers.zeros_init(), (None,) + self.kernel_axes[n_in:]),
+                   (self.lora_rank,) + self.features, self.param_dtype)
+    return a, b
 
 
 def dense(config: TransformerConfig, features, in_axes, out_axes, *, name,
           axis=-1, std=None, use_bias=None):
-  """A DenseGeneral whose kernel is [*in_axes, *out_axes] in logical names."""
+  """A DenseGeneral whose kernel is [*in_axes, *out_axes] in logical names; with LoRA
+  on (config.peft), the projections it targets by name also get their A and B."""
   features = tuple(features) if isinstance(features, (tuple, list)) else (features,)
   axis = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+  lora = {}
+  if config.peft_method == 'lora' and name in config.peft.lora_modules:
+    lora = dict(lora_rank=config.peft.lora_rank, lora_scale=config.peft.lora_scale,
+                lora_dropout=config.peft.lora_dropout, lora_init=config.peft.lora_init)
   return DenseGeneral(
       features=features, axis=axis, kernel_axes=tuple(in_axes) + tuple(out_axes),
       std=config.init_std if std is None else std,
       use_bias=config.use_bias if use_bias is None else use_bias,
-      dtype=dtype(config.dtype), param_dtype=dtype(config.param_dtype), name=name)
+      dtype=dtype(config.dtype), param_dtype=dtype(config.param_dtype), name=name, **lora)
 
 
 def _rmsnorm(config, name):
@@ -123,18 +171,37 @@ class MLP(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x_bld):
+  def __call__(self, x_bld, deterministic: bool = True):
     cfg = self.config
     act = ACTIVATION_FNS[cfg.activation]
     hidden = cfg.ff_hidden
+    kw = dict(deterministic=deterministic)
     if cfg.gated:
-      h_blf = act(dense(cfg, hidden, [axes.EMBED], [axes.MLP], name='wi_0')(x_bld))
-      h_blf = h_blf * dense(cfg, hidden, [axes.EMBED], [axes.MLP], name='wi_1')(x_bld)
+      h_blf = act(dense(cfg, hidden, [axes.EMBED], [axes.MLP], name='wi_0')(x_bld, **kw))
+      h_blf = h_blf * dense(cfg, hidden, [axes.EMBED], [axes.MLP], name='wi_1')(x_bld, **kw)
     else:
-      h_blf = act(dense(cfg, hidden, [axes.EMBED], [axes.MLP], name='wi')(x_bld))
+      h_blf = act(dense(cfg, hidden, [axes.EMBED], [axes.MLP], name='wi')(x_bld, **kw))
     h_blf = nn.with_logical_constraint(h_blf, axes.ACT_BLF)
     return dense(cfg, cfg.d_model, [axes.MLP], [axes.EMBED], name='wo',
-                 std=output_std(cfg))(h_blf)
+                 std=output_std(cfg))(h_blf, **kw)
+
+
+class BottleneckAdapter(nn.Module):
+  """Houlsby et al. 2019 (sec. 2.1): x + up(act(down(x))), down [d_model, m] and up
+  [m, d_model] with biases; `up` starts at zero so the adapter starts as the identity."""
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_bld):
+    cfg = self.config
+    size = cfg.peft.adapter_size
+    act = {'relu': nn.relu, 'gelu': ACTIVATION_FNS['gelu'], 'silu': nn.silu,
+           'tanh': jnp.tanh}[cfg.peft.adapter_activation]
+    h = dense(cfg, size, [axes.EMBED], [axes.MLP], name='down', use_bias=True)(x_bld)
+    up = DenseGeneral(features=(cfg.d_model,), axis=(-1,), kernel_axes=(axes.MLP, axes.EMBED),
+                      std=0.0, use_bias=True, dtype=dtype(cfg.dtype),
+                      param_dtype=dtype(cfg.param_dtype), name='up')
+    return x_bld + up(act(h))
 
 
 def output_std(config: TransformerConfig) -> float:

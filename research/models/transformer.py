@@ -52,9 +52,10 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_bld, info, encoded=None, encoded_info=None,
-               deterministic=True, decode=False, position_bias=None):
+               deterministic=True, decode=False, position_bias=None, prefix_kv=None):
     """`position_bias` [b, h, q, k], when given, replaces `bias_module`: the stack computed
-    it once for all its layers (scan_layers)."""
+    it once for all its layers (scan_layers). `prefix_kv`: this layer's prefix keys and
+    values from the stack's prefix-tuning MLP (research/models/peft.py)."""
     cfg = self.config
     drop = nn.Dropout(cfg.dropout_rate)
     bias_module = self.bias_module
@@ -62,14 +63,21 @@ class Block(nn.Module):
       bias_module = lambda q_positions, k_positions: position_bias
     sublayers = [('attn', lambda y: Attention(
         cfg, causal=self.causal, bias_module=bias_module, name='attn')(
-            y, info, decode=decode))]
+            y, info, decode=decode, deterministic=deterministic, prefix_kv=prefix_kv))]
     if self.has_cross:
       sublayers.append(('cross_attn', lambda y: Attention(
           cfg, is_cross=True, name='cross_attn')(
-              y, info, encoded, encoded_info, decode=decode)))
+              y, info, encoded, encoded_info, decode=decode,
+              deterministic=deterministic)))
     if not cfg.attention_only:
-      sublayers.append(('mlp', lambda y: layers.MLP(cfg, name='mlp')(y)))
+      sublayers.append(('mlp', lambda y: layers.MLP(cfg, name='mlp')(
+          y, deterministic=deterministic)))
     for name, sublayer in sublayers:
+      if cfg.peft_method == 'adapter' and name != 'cross_attn':
+        # Houlsby et al. 2019 (fig. 2): the adapter acts on the sublayer's output, before
+        # the residual sum; after self-attention and after the MLP.
+        sublayer = lambda y, f=sublayer, name=name: layers.BottleneckAdapter(
+            cfg, name=f'{name}_adapter')(f(y))
       norm = layers.make_norm(cfg, f'{name}_norm')
       if cfg.norm_position == 'pre':
         x_bld = x_bld + drop(sublayer(norm(x_bld)), deterministic=deterministic)
@@ -102,9 +110,24 @@ class Stack(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_bl, info: SeqInfo, encoded=None, encoded_info=None,
-               deterministic=True, decode=False):
+               deterministic=True, decode=False, keep_virtual=False):
+    """With prompt tuning, the stack that reads the input (not an encoder-decoder's
+    decoder) prepends the virtual tokens and drops their outputs again unless
+    `keep_virtual` (an encoder whose output the decoder cross-attends, virtual tokens
+    included, as in Lester et al. 2021)."""
     cfg = self.config
     x = self.embed(tokens_bl)
+    n_virtual = self.virtual_tokens()
+    if n_virtual:
+      info = shift_positions(info, n_virtual)
+      if self._prepends_now(decode):
+        prompt = self._prompt_embedding(n_virtual)
+        x = jnp.concatenate([jnp.broadcast_to(prompt.astype(x.dtype)[None],
+                                              (x.shape[0],) + prompt.shape), x], axis=1)
+        info = with_virtual_tokens(info, n_virtual, shifted=True)
+        tokens_bl = jnp.zeros(x.shape[:2], tokens_bl.dtype)
+      else:
+        n_virtual = 0
     if cfg.position in layers.ADDITIVE_POSITIONS:
       x = x + layers.AbsolutePositions(cfg, name='pos_embed')(info.positions)
     if cfg.block_positions:
@@ -129,16 +152,57 @@ class Stack(nn.Module):
       bias = layers.POSITION_BIASES[cfg.position](
           cfg, bidirectional=not self.causal, name='position_bias')
     block = block_class(cfg)
+    prefixes = None
+    if cfg.peft_method == 'prefix' and cfg.peft.uses_prefix_projection:
+      prefixes = PrefixEncoder(cfg, self.num_layers, name='prefix_encoder')()
     if cfg.scan_layers:
       x = self._scan(block, x, info, bias, encoded, encoded_info, deterministic, decode)
     else:
       for i in range(self.num_layers):
         x = block(cfg, causal=self.causal, has_cross=self.has_cross, bias_module=bias,
                   name=f'layers_{i}')(x, info, encoded, encoded_info, deterministic,
-                                      decode)
+                                      decode, None,
+                                      None if prefixes is None else prefixes[i])
     if cfg.norm_position == 'pre':
       x = layers.make_norm(cfg, 'final_norm')(x)
-    return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    if n_virtual and not keep_virtual:
+      x = x[:, n_virtual:]
+    return x
+
+  def virtual_tokens(self) -> int:
+    """Virtual tokens this stack prepends (prompt tuning; the input stack only)."""
+    cfg = self.config
+    if cfg.peft_method != 'prompt' or self.has_cross:
+      return 0
+    return cfg.peft.virtual_tokens
+
+  def _prepends_now(self, decode: bool) -> bool:
+    """Always, except in cached decoding after the prefill: the first call that fills the
+    cache writes the virtual tokens' keys and values, the steps after it find them there.
+    A 'prompt_written' cache entry, created by that first call, tells them apart."""
+    if not decode or self.is_initializing():
+      return True
+    if self.has_variable('cache', 'prompt_written'):
+      return False
+    self.put_variable('cache', 'prompt_written', jnp.ones((), jnp.bool_))
+    return True
+
+  def _prompt_embedding(self, n: int):
+    """The [n, d_model] virtual-token embeddings: rows of the vocabulary embedding at
+    random ids ('vocab', Lester et al. 2021 sec. 3: "sampled vocabulary") or N(0, init_std)."""
+    cfg = self.config
+    if cfg.peft.prompt_init == 'vocab':
+      table = self.embed.embedding
+
+      def init(key, shape, dtype):
+        ids = jax.random.randint(key, (shape[0],), 0, cfg.vocab_size)
+        return jnp.asarray(table, dtype)[ids]
+    else:
+      init = nn.initializers.normal(cfg.init_std)
+    return self.param('prompt_embedding',
+                      nn.with_logical_partitioning(init, (None, axes.EMBED)),
+                      (n, cfg.d_model), layers.dtype(cfg.param_dtype))
 
   def _scan(self, block, x, info, bias, encoded, encoded_info, deterministic, decode):
     """The blocks as one nn.scan: parameters [layers, ...] under the logical axis 'layers',
@@ -162,6 +226,53 @@ class Stack(nn.Module):
                   name=LAYERS_NAME)
     x, _ = scan(layer, x, info, encoded, encoded_info, position_bias)
     return x
+
+
+class PrefixEncoder(nn.Module):
+  """Li & Liang 2021 (sec. 4.3, "reparametrization"): every layer's prefix keys and values
+  as MLP(P), P a [n, d_model] table, MLP = Linear(d_model, h) -> tanh -> Linear(h, layers *
+  2 * kv_heads * head_dim), the form HF peft's PrefixEncoder uses. After training the
+  output can be stored instead of the MLP (it no longer depends on anything)."""
+  config: TransformerConfig
+  num_layers: int
+
+  @nn.compact
+  def __call__(self):
+    cfg = self.config
+    n, g, d = cfg.peft.prefix_length, cfg.kv_heads, cfg.dims_per_head
+    table = self.param('prefix_embedding', layers.normal_init(cfg.init_std, (None, axes.EMBED)),
+                       (n, cfg.d_model), layers.dtype(cfg.param_dtype))
+    h = layers.dense(cfg, cfg.peft.prefix_hidden, [axes.EMBED], [axes.MLP], name='hidden',
+                     use_bias=True)(table)
+    out = layers.dense(cfg, self.num_layers * 2 * g * d, [axes.MLP], [None], name='output',
+                       use_bias=True)(jnp.tanh(h))
+    out = out.reshape(n, self.num_layers, 2, g, d)
+    return [(out[:, i, 0], out[:, i, 1]) for i in range(self.num_layers)]
+
+
+def shift_positions(info: SeqInfo, n: int) -> SeqInfo:
+  """Real tokens' positions after n virtual tokens (prompt tuning)."""
+  return info._replace(positions=info.positions + n)
+
+
+def with_virtual_tokens(info: SeqInfo, n: int, shifted: bool = False) -> SeqInfo:
+  """`info` with n virtual tokens in front: they join the row's (last) segment at
+  positions 0..n-1, and the bidirectional prefix when there is one. Prompt tuning
+  assumes one example per row (packed rows would share the virtual tokens with their
+  last segment only)."""
+  if not shifted:
+    info = shift_positions(info, n)
+  b = info.segment_ids.shape[0]
+  seg = jnp.broadcast_to(jnp.max(info.segment_ids, axis=1, keepdims=True), (b, n))
+  pos = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None], (b, n))
+  prefix = info.prefix
+  if prefix is not None:
+    prefix = jnp.concatenate([jnp.ones((b, n), jnp.bool_), prefix], axis=1)
+  block = info.block_positions
+  if block is not None:
+    block = jnp.concatenate([jnp.zeros((b, n), jnp.int32), block], axis=1)
+  return SeqInfo(jnp.concatenate([seg.astype(jnp.int32), info.segment_ids], axis=1),
+                 jnp.concatenate([pos, info.positions], axis=1), prefix, block)
 
 
 class LogitsHead(nn.Module):
@@ -244,8 +355,14 @@ class EncoderDecoder(nn.Module):
 
   def encode(self, encoder_input_tokens, encoder_segment_ids=None,
              encoder_positions=None, deterministic=True):
+    """(encoder output, its SeqInfo); with prompt tuning both include the virtual tokens."""
     info = seq_info(encoder_input_tokens, encoder_segment_ids, encoder_positions)
-    return self.encoder(encoder_input_tokens, info, deterministic=deterministic), info
+    encoded = self.encoder(encoder_input_tokens, info, deterministic=deterministic,
+                           keep_virtual=True)
+    n_virtual = self.encoder.virtual_tokens()
+    if n_virtual:
+      info = with_virtual_tokens(info, n_virtual)
+    return encoded, info
 
   def decode(self, encoded, encoded_info, decoder_input_tokens, decoder_segment_ids=None,
              decoder_positions=None, deterministic=True, decode=False):

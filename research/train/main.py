@@ -43,9 +43,10 @@ def _load_gin(prog: str) -> None:
     gin.parse_config_files_and_bindings(paths, _GIN_BINDINGS.value, finalize_config=False)
   except Exception as e:  # gin raises many types; all mean "this config is wrong"
     cli.usage_error(prog, f'bad gin config: {e}')
+  from research.models.peft import PeftError  # pylint: disable=g-import-not-at-top
   try:
     TransformerConfig()  # its checks (types, divisibility) before the run directory exists
-  except ConfigError as e:
+  except (ConfigError, PeftError) as e:
     cli.usage_error(prog, e)
 
 

@@ -24,6 +24,7 @@ from research import cli
 from research import models
 from research import parallel
 from research import runs
+from research.adapt import peft as peft_lib
 from research.train import checkpoints as ckpt_lib
 from research.train import evaluation
 from research.train import guard as guard_lib
@@ -103,6 +104,9 @@ def _run_info(model_config, feature_lengths, batch_size, train_steps, seed, mesh
       'objective': objective,
       'n_params': counts['total'], 'n_params_embedding': counts['embedding'],
       'n_params_nonembed': counts['non_embedding'], 'n_params_actual': actual_params,
+      # What the optimizer updates: everything, or the PEFT method's parameters.
+      'n_params_trainable': (actual_params if model_config.peft_method == 'none'
+                             else peft_lib.formula_count(model_config)),
       'flops_per_token': {k: v / tokens_per_example for k, v in per_batch.items()},
       'flops_per_example': per_batch,
       'feature_lengths': dict(feature_lengths), 'batch_size': batch_size,
@@ -169,6 +173,9 @@ def train(workdir: str,
   # (2) Model, optimizer, state shapes and shardings.
   module = models.build(model_config)
   tx, schedule = optimizers.make_optimizer(train_steps)
+  if model_config.peft_method != 'none':
+    # PEFT: the optimizer updates the method's parameters only; the base stays as loaded.
+    tx = peft_lib.freeze_base(tx)
   guard_config = guard_lib.GuardConfig()
   step_config = step_lib.StepConfig()
   setup = state_lib.make_state_setup(module, family, tx, mesh, rules)

@@ -1,0 +1,1 @@
+"""Adaptation of pretrained models: parameter-efficient fine-tuning (peft.py)."""
