@@ -6,9 +6,10 @@ documents of known Jaccard similarity are grouped (docs/figures/near_dedup_curve
 """
 import os
 
-from absl import app
 from absl import flags
 import numpy as np
+
+from research import cli
 
 _OUTPUT = flags.DEFINE_string('output', 'docs/figures/near_dedup_curve.png', 'PNG path.')
 _PAIRS = flags.DEFINE_integer('pairs_per_point', 100, 'Generated pairs per similarity.')
@@ -23,6 +24,9 @@ def _pair(rng, target, n=120, k=5):
   start = int(rng.integers(k, n - m - k))
   fresh = [f'v{x:x}' for x in rng.choice(2**40, size=m, replace=False)]
   return ' '.join(words), ' '.join(words[:start] + fresh + words[start + m:])
+
+
+PROG = 'near_dedup_curve.py'
 
 
 def main(argv):
@@ -63,4 +67,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, PROG)

@@ -20,7 +20,7 @@ import numpy as np
 from research import cli
 from research import timing
 
-PROG = 'benchmarks/vmap_step.py'
+PROG = 'vmap_step.py'
 _SIZES = flags.DEFINE_list('sizes', ['1x8', '1x32', '2x64'], 'Sizes as LAYERSxWIDTH.')
 _BATCH = flags.DEFINE_integer('batch', 8, 'Rows of 128 bytes per model and step.')
 _MODELS = flags.DEFINE_integer('models', 4, 'Models per vmapped step (and the batch '

@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 
-from absl import app
 from absl import flags
 
 from research import cli
@@ -226,4 +225,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=cli.flags_parser(PROG))
+  cli.run(main, PROG)
